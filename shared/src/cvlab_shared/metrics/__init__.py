@@ -1,0 +1,1 @@
+"""Metrics: calibration, segmentation, retrieval, rank correlation; nearest-neighbour search."""

@@ -1,0 +1,1 @@
+"""Backbones shared by several packages, and loading of user-named pretrained weights."""
