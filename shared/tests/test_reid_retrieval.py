@@ -133,3 +133,23 @@ def test_oracle_features_on_synthetic_data(tmp_path):
     )
     assert out["mAP"] > 0.97 and out["rank1"] == 1.0
     assert out["num_valid_queries"] == len(split.query)
+
+
+@pytest.mark.parametrize("case,shot", [("single_shot_all", "single_shot_all"), ("multi_shot3_all", "multi_shot3_all"), ("single_shot_indoor", "single_shot_indoor")])
+def test_sysu_protocol(golden, case, shot):
+    """SYSU-MM01: cam-3 probes skip the cam-2 gallery, CMC counts each identity once (LbA/AGW = official MATLAB)."""
+    c = golden["inputs"]["sysu_cross_modality"]
+    g = c[case]
+    out = evaluate_distmat(
+        torch.tensor(g["distmat"]), c["q_pids"], g["g_pids"], c["q_cams"], g["g_cams"], max_rank=5,
+        same_camera_rule=False, exclude_camera_pairs=[(3, 2)], cmc_unique_ids=True, no_match="zero_cmc",
+    )
+    _check(out, golden["entries"][f"sysu_lba_eval_sysu_{shot}"]["outputs"], n=5)
+    _check(out, {"cmc": golden["entries"][f"sysu_official_matlab_{shot}"]["outputs"]["cmc"], "mAP": golden["entries"][f"sysu_official_matlab_{shot}"]["outputs"]["mAP"]}, n=5)
+
+
+def test_ties_rank_the_match_first_and_matches_keep_order():
+    dist = torch.tensor([[0.5, 0.5, 0.5, 0.2]])
+    out = evaluate_distmat(dist, [1], [1, 2, 1, 3], [0], [1, 1, 1, 1], per_query=True)
+    # valid order: 0.2 (pid 3), then the tied 0.5s with both matches ranked before the non-match: ranks 2 and 3
+    assert float(out["ap"][0]) == pytest.approx((1 / 2 + 2 / 3) / 2)

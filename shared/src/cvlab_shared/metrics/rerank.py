@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from cvlab_shared.metrics.knn import knn
-from cvlab_shared.metrics.retrieval import _check_modes, _evaluate_blocks
+from cvlab_shared.metrics.retrieval import _as_long, _check_modes, _drop_junk, _evaluate_blocks
 
 EXPANSIONS = ("python", "matlab")
 
@@ -266,10 +266,17 @@ def evaluate_reranked(
     same_camera_rule: bool = True,
     per_query: bool = False,
 ) -> dict:
-    """`evaluate_retrieval` on re-ranked distances, one query block at a time (no full matrix held)."""
+    """`evaluate_retrieval` on re-ranked distances, one query block at a time (no full matrix held). Junk gallery
+    items are dropped before re-ranking (as the dataset readers drop them)."""
     _check_modes(ap, no_match)
+    g_pids, g_camids = _as_long(g_pids, query_feats.device), _as_long(g_camids, query_feats.device)
+    keep = _drop_junk(g_pids, junk_pids)
+    if keep is not None:
+        gallery_feats, g_pids, g_camids = gallery_feats[keep.to(gallery_feats.device)], g_pids[keep], g_camids[keep]
     blocks = iter_rerank_blocks(query_feats, gallery_feats, k1, k2, lambda_value, expansion, backend, block)
-    return _evaluate_blocks(blocks, q_pids, g_pids, q_camids, g_camids, query_feats.device, ap, no_match, max_rank, junk_pids, same_camera_rule, per_query)
+    return _evaluate_blocks(
+        blocks, q_pids, g_pids, q_camids, g_camids, query_feats.device, ap, no_match, max_rank, same_camera_rule, per_query
+    )
 
 
 def jaccard_distance(
