@@ -115,15 +115,12 @@ def _encode(feats: torch.Tensor, idx: torch.Tensor, mask: torch.Tensor, kind: st
     n = feats.shape[0]
     vals, row_max = [], []
     for s in range(0, n, block):
-        x = feats[s : s + block]
+        full = _distance_block(feats[s : s + block], feats, kind)
+        d = full.gather(1, idx[s : s + block].clamp_max(n - 1))
         if kind == "zhong":
-            full = _distance_block(x, feats, kind)
             m = full.max(1).values.clamp_min(1e-12)
             row_max.append(m)
-            d = full.gather(1, idx[s : s + block].clamp_max(n - 1)) / m[:, None]
-        else:
-            y = feats[idx[s : s + block].clamp_max(n - 1)]
-            d = 2.0 - 2.0 * torch.einsum("bd,bed->be", x, y)
+            d = d / m[:, None]
         d = d.masked_fill(~mask[s : s + block], float("inf"))
         vals.append(torch.softmax(-d, dim=1))
     v = torch.cat(vals)
