@@ -221,7 +221,7 @@ def iter_rerank_blocks(
     if expansion not in EXPANSIONS:
         raise ValueError(f"expansion must be one of {EXPANSIONS}, got {expansion!r}")
     nq = query_feats.shape[0]
-    feats = torch.cat([query_feats, gallery_feats.to(query_feats.device)]).float()
+    feats = torch.cat([query_feats, gallery_feats.to(query_feats.device)]).detach().float()
     enc = _encode_all(feats, k1, k2, k1 + 1, _half_width(k1, expansion), "zhong", backend, block)
     for s in range(0, nq, block):
         rows = torch.arange(s, min(s + block, nq), device=feats.device)
@@ -290,7 +290,7 @@ def jaccard_distance(
     only the pairs with distance < 1 (plus the zero diagonal), which DBSCAN takes directly for eps < 1.
     """
     _check_k(k1, k2)
-    feats = features.float()
+    feats = features.detach().float()
     n = feats.shape[0]
     enc = _encode_all(feats, k1, k2, k1, _half_width(k1, "python"), "cosine2", backend, block)
     if sparse:

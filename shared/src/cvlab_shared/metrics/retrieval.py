@@ -245,7 +245,7 @@ def evaluate_distmat(
 ) -> dict:
     """CMC / mAP / mINP from a query x gallery distance matrix (smaller = closer); see the module doc."""
     _check_modes(ap, no_match)
-    distmat = torch.as_tensor(distmat)
+    distmat = torch.as_tensor(distmat).detach()
     if distmat.shape != (len(q_pids), len(g_pids)):
         raise ValueError(f"distmat is {tuple(distmat.shape)} but there are {len(q_pids)} queries and {len(g_pids)} gallery items")
     g_pids, g_camids = _as_long(g_pids, distmat.device), _as_long(g_camids, distmat.device)
@@ -290,7 +290,7 @@ def evaluate_retrieval(
         raise ValueError(f"features must be (n, d) and (m, d), got {tuple(query_feats.shape)} and {tuple(gallery_feats.shape)}")
     if len(q_pids) != len(query_feats) or len(g_pids) != len(gallery_feats):
         raise ValueError("one pid per feature row is needed for query and gallery")
-    gallery_feats = gallery_feats.to(query_feats.device)
+    query_feats, gallery_feats = query_feats.detach(), gallery_feats.detach().to(query_feats.device)
     g_pids, g_camids = _as_long(g_pids, query_feats.device), _as_long(g_camids, query_feats.device)
     keep = _drop_junk(g_pids, junk_pids)
     if keep is not None:
