@@ -280,7 +280,8 @@ def reid_transforms(
     std: Sequence[float] = IMAGENET_STD,
 ) -> Callable:
     """Standard re-ID augmentation (Luo et al., "Bag of Tricks", CVPR-W'19): resize, flip, pad + random crop,
-    normalise, random erasing (Zhong et al., AAAI'20) for training; resize + normalise for testing."""
+    normalise, random erasing (Zhong et al., AAAI'20; erased pixels set to 0, the mean colour after normalisation)
+    for training; resize + normalise for testing."""
     if not train:
         return T.Compose([T.Resize(size), T.ToTensor(), T.Normalize(mean, std)])
     steps: list[Callable] = [T.Resize(size), T.RandomHorizontalFlip(flip_p)]
