@@ -103,13 +103,13 @@ def test_pseudo_labels_match_cluster_contrast(golden, backend):
 
 def test_faiss_and_torch_paths_agree_on_larger_data():
     gen = torch.Generator().manual_seed(3)
-    centers = torch.randn(30, 24, generator=gen)
-    feats = torch.nn.functional.normalize(centers.repeat_interleave(8, 0) + 0.5 * torch.randn(240, 24, generator=gen), dim=1)
+    centers = torch.randn(24, 16, generator=gen)
+    feats = torch.nn.functional.normalize(centers.repeat_interleave(6, 0) + 0.5 * torch.randn(144, 16, generator=gen), dim=1)
     a = jaccard_distance(feats, k1=20, k2=6, backend="torch", block=50)
     b = jaccard_distance(feats, k1=20, k2=6, backend="faiss", block=64)
     torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
-    ra = k_reciprocal_rerank(feats[:40], feats[40:], backend="torch", block=16)
-    rb = k_reciprocal_rerank(feats[:40], feats[40:], backend="faiss")
+    ra = k_reciprocal_rerank(feats[:30], feats[30:], backend="torch", block=16)
+    rb = k_reciprocal_rerank(feats[:30], feats[30:], backend="faiss")
     torch.testing.assert_close(ra, rb, atol=1e-6, rtol=0)
 
 
