@@ -15,9 +15,11 @@ from cvlab_shared.metrics.segmentation import (
     SegmentationMetrics,
     confusion_matrix,
     iou_from_confusion,
+    group_mean,
     iou_table,
     segmentation_scores,
 )
+from cvlab_shared.data.segmentation import SYNTHIA_MIOU13_DROPPED, SYNTHIA_MISSING_TRAINIDS
 from cvlab_shared.reference import load_golden
 from cvlab_shared.visualize.segmentation import colorize, save_segmentation_grid
 
@@ -111,6 +113,15 @@ def test_confusion_matrix_stays_on_the_gpu():
     ours = confusion_matrix(pred, target, 150)
     assert ours.is_cuda
     assert torch.equal(ours.cpu(), confusion_matrix(pred.cpu(), target.cpu(), 150))
+
+
+def test_synthia_miou16_is_miou19_rescaled_when_the_missing_classes_score_zero():
+    iou = torch.rand(19, generator=torch.Generator().manual_seed(0)).double() * 100
+    iou[list(SYNTHIA_MISSING_TRAINIDS)] = 0
+    has = [c for c in range(19) if c not in SYNTHIA_MISSING_TRAINIDS]
+    assert group_mean(iou, has).item() == pytest.approx(iou.mean().item() * 19 / 16)  # DAFormer's conversion
+    thirteen = [c for c in has if c not in SYNTHIA_MIOU13_DROPPED]
+    assert len(thirteen) == 13 and group_mean(iou, thirteen).item() == pytest.approx(iou[thirteen].mean().item())
 
 
 def test_iou_table_lists_every_class():

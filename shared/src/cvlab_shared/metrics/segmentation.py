@@ -79,7 +79,8 @@ def iou_from_confusion(confmat: torch.Tensor, absent: str = "zero") -> torch.Ten
     return iou
 
 
-def _group_mean(iou: torch.Tensor, classes: Sequence[int], absent: str) -> torch.Tensor:
+def group_mean(iou: torch.Tensor, classes: Sequence[int], absent: str = "zero") -> torch.Tensor:
+    """Mean IoU over `classes` (NaN-skipping for "present"); e.g. SYNTHIA's mIoU16 over the 16 classes it has."""
     values = iou[list(classes)]
     return values.nanmean() if absent == "present" else values.mean()
 
@@ -108,8 +109,8 @@ def segmentation_scores(
         miou, mean_acc = iou.mean(), recall.mean()
     scores = {"mIoU": miou, "pixel_acc": 100 * confmat.trace() / confmat.sum().clamp_min(1), "mean_acc": mean_acc}
     if old_classes and new_classes:
-        scores["mIoU_old"] = _group_mean(iou, old_classes, absent)
-        scores["mIoU_new"] = _group_mean(iou, new_classes, absent)
+        scores["mIoU_old"] = group_mean(iou, old_classes, absent)
+        scores["mIoU_new"] = group_mean(iou, new_classes, absent)
         scores["hIoU"] = harmonic_mean(scores["mIoU_old"], scores["mIoU_new"])
     return scores
 
