@@ -16,10 +16,10 @@ from cvlab_shared.data.incremental import (
     IncrementalTask,
     LabelIndex,
     class_balanced_memory,
+    eval_label_map,
     incremental_datasets,
     select_eval,
     select_train,
-    eval_label_map,
     train_label_map,
 )
 from cvlab_shared.data.segmentation import ade_samples, voc_samples
@@ -170,7 +170,11 @@ DKD_VOC_COUNTS = {
     ("overlap", "5-3"): [2836, 2331, 1542, 2095, 4484, 1468],
 }
 DKD_VOC_TEST_15_1 = [1240, 1277, 1329, 1353, 1421, 1449]
-DKD_ADE_COUNTS = {"100-50": [20210, 9390], "100-10": [20192, 1710, 2294, 2747, 4279, 2844], "50-50": [20177, 13186, 9390]}
+DKD_ADE_COUNTS = {
+    "100-50": [20210, 9390],
+    "100-10": [20192, 1710, 2294, 2747, 4279, 2844],
+    "50-50": [20177, 13186, 9390],
+}
 
 
 def _data_root(variable: str):

@@ -11,15 +11,15 @@ import pytest
 import torch
 from PIL import Image
 
+from cvlab_shared.data.segmentation import SYNTHIA_MIOU13_DROPPED, SYNTHIA_MISSING_TRAINIDS
 from cvlab_shared.metrics.segmentation import (
     SegmentationMetrics,
     confusion_matrix,
-    iou_from_confusion,
     group_mean,
+    iou_from_confusion,
     iou_table,
     segmentation_scores,
 )
-from cvlab_shared.data.segmentation import SYNTHIA_MIOU13_DROPPED, SYNTHIA_MISSING_TRAINIDS
 from cvlab_shared.reference import load_golden
 from cvlab_shared.visualize.segmentation import colorize, save_segmentation_grid
 

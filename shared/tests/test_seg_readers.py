@@ -47,7 +47,9 @@ def save_png16_rgb(path, array):
 
     header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+    )
 
 
 RAW_IDS = np.array([[7, 8, 11, 0, 33, 26, 1, 24]] * 6)

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cvlab_shared.data.segmentation import IGNORE_INDEX, SegSample, SegmentationDataset, read_label
+from cvlab_shared.data.segmentation import IGNORE_INDEX, SegmentationDataset, SegSample, Transform, read_label
 from cvlab_shared.logging import progress
 
 TASK_ALIASES = {"15-5s": "15-1", "50": "50-50"}
@@ -218,8 +218,8 @@ def incremental_datasets(
     task: IncrementalTask,
     step: int,
     setting: str = "overlap",
-    train_transform=None,
-    test_transform=None,
+    train_transform: Transform | None = None,
+    test_transform: Transform | None = None,
     test_fill: int = 0,
     memory: Sequence[int] = (),
     cache_dir: str | Path | None = None,
@@ -232,7 +232,5 @@ def incremental_datasets(
     chosen = select_train(train_index.presence, task, step, setting).tolist() + [int(i) for i in memory]
     train = SegmentationDataset([train_samples[i] for i in chosen], train_transform, train_label_map(task, step))
     tested = select_eval(test_index.presence, task, step)
-    test = SegmentationDataset(
-        [test_samples[i] for i in tested], test_transform, eval_label_map(task, step, test_fill)
-    )
+    test = SegmentationDataset([test_samples[i] for i in tested], test_transform, eval_label_map(task, step, test_fill))
     return train, test

@@ -22,11 +22,10 @@ Layouts (the folder passed as `root`; each reader also accepts the parent folder
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-import warnings
 
 import numpy as np
 import torch
@@ -34,6 +33,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 IGNORE_INDEX = 255
+Transform = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]  # (image, mask) -> (image, mask)
 
 VOC_CLASSES = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -239,7 +239,7 @@ class SegmentationDataset(Dataset):
     def __init__(
         self,
         samples: Sequence[SegSample],
-        transform: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
+        transform: Transform | None = None,
         label_map: np.ndarray | None = None,
     ) -> None:
         self.samples = list(samples)
@@ -263,7 +263,9 @@ class SegmentationDataset(Dataset):
         image = read_image(self.samples[index].image)
         mask = torch.from_numpy(self.load_mask(index).astype(np.int64))
         if image.shape[1:] != mask.shape:
-            raise ValueError(f"image {tuple(image.shape[1:])} and mask {tuple(mask.shape)} differ: {self.samples[index]}")
+            raise ValueError(
+                f"image {tuple(image.shape[1:])} and mask {tuple(mask.shape)} differ: {self.samples[index]}"
+            )
         if self.transform is not None:
             image, mask = self.transform(image, mask)
         return image, mask

@@ -32,7 +32,9 @@ ABSENT_CONVENTIONS = ("zero", "present")
 CPU_CHUNK = 1 << 15
 
 
-def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int = 255) -> torch.Tensor:
+def confusion_matrix(
+    pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int = 255
+) -> torch.Tensor:
     """[num_classes, num_classes] int64 pixel counts (row = target class, column = predicted class).
 
     `pred` and `target` hold class ids of the same shape; target pixels equal to `ignore_index` or outside
