@@ -183,5 +183,5 @@ def test_prediction_grid_picture(tmp_path):
     targets[:, 0] = 255
     path = save_segmentation_grid(tmp_path / "pics" / "val.png", images, targets, targets.flip(-1), max_images=3)
     with Image.open(path) as picture:
-        assert picture.format == "PNG" and picture.size == (900, 900)
+        assert picture.format == "PNG" and picture.size == (900, 735)
     assert colorize(torch.tensor([[0, 1, 255]])).tolist() == [[[0, 0, 0], [128, 0, 0], [224, 224, 192]]]

@@ -1,9 +1,8 @@
 """Segmentation readers on tiny files in the real layouts: VOC list formats, Cityscapes/GTA5/SYNTHIA id mappings,
 layout errors, and the joint transforms."""
 
+import json
 import shutil
-import struct
-import zlib
 
 import numpy as np
 import pytest
@@ -13,6 +12,7 @@ from PIL import Image
 from cvlab_shared.data.seg_transforms import eval_transform, train_transform
 from cvlab_shared.data.segmentation import (
     CITYSCAPES_ID_TO_TRAINID,
+    CITYSCAPES_PALETTE,
     SYNTHIA_ID_TO_TRAINID,
     LayoutError,
     SegmentationDataset,
@@ -25,6 +25,7 @@ from cvlab_shared.data.segmentation import (
     voc_samples,
 )
 from cvlab_shared.data.synthetic_seg import write_synthetic_voc
+from cvlab_shared.data.synthetic_uda import write_png16, write_synthetic_uda
 
 
 def save_rgb(path, height=6, width=8):
@@ -35,21 +36,6 @@ def save_rgb(path, height=6, width=8):
 def save_grey(path, labels):
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(labels.astype(np.uint8), mode="L").save(path)
-
-
-def save_png16_rgb(path, array):
-    """A 16-bit RGB PNG like SYNTHIA's GT/LABELS (Pillow cannot write one)."""
-    height, width, _ = array.shape
-    raw = b"".join(b"\x00" + array[y].astype(">u2").tobytes() for y in range(height))
-
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
-    )
 
 
 RAW_IDS = np.array([[7, 8, 11, 0, 33, 26, 1, 24]] * 6)
@@ -111,7 +97,7 @@ def test_synthia_16bit_labels_map_to_train_ids(tmp_path):
     raw[..., 0] = [[3, 4, 2, 21, 11, 0, 1, 300]] * 6  # class ids in the first channel
     raw[..., 1] = 4321  # instance ids, ignored
     save_rgb(tmp_path / "RAND_CITYSCAPES" / "RGB" / "0000000.png")
-    save_png16_rgb(tmp_path / "RAND_CITYSCAPES" / "GT" / "LABELS" / "0000000.png", raw)
+    write_png16(tmp_path / "RAND_CITYSCAPES" / "GT" / "LABELS" / "0000000.png", raw)
     samples = synthia_samples(tmp_path)
     _, mask = SegmentationDataset(samples, label_map=lookup_table(SYNTHIA_ID_TO_TRAINID))[0]
     assert mask[0].tolist() == [0, 1, 2, 3, 18, 255, 10, 255]
@@ -140,3 +126,37 @@ def test_transforms_crop_images_and_masks_together():
     full_image, full_mask = eval_transform(None)(image, mask)
     assert full_image.shape == (3, 40, 60) and torch.equal(full_mask, mask)
     assert full_image[0, 0, 0].item() == pytest.approx(-0.485 / 0.229, abs=1e-5)
+
+
+def _pixel_counts(samples, table):
+    counts = {}
+    dataset = SegmentationDataset(samples, label_map=table)
+    for index in range(len(dataset)):
+        values, numbers = np.unique(dataset.load_mask(index), return_counts=True)
+        for value, number in zip(values.tolist(), numbers.tolist(), strict=True):
+            counts[str(value)] = counts.get(str(value), 0) + number
+    return counts
+
+
+def test_synthetic_uda_layouts_read_back_to_the_drawn_train_ids(tmp_path):
+    root = write_synthetic_uda(tmp_path, num_source=12, num_target_train=8, num_target_val=4, height=24, width=48)
+    record = json.loads((root / "synthetic_uda.json").read_text())["train_id_pixels"]
+    cityscapes = lookup_table(CITYSCAPES_ID_TO_TRAINID)
+    assert _pixel_counts(gta5_samples(root / "gta"), cityscapes) == record["gta"]
+    synthia = synthia_samples(root / "synthia")
+    assert _pixel_counts(synthia, lookup_table(SYNTHIA_ID_TO_TRAINID, size=65536)) == record["synthia"]
+    assert not {"9", "14", "16"} & set(record["synthia"])
+    train, val = cityscapes_samples(root / "cityscapes", "train"), cityscapes_samples(root / "cityscapes", "val")
+    assert len(train) == 8 and len(val) == 4 and {s.name.split("/")[0] for s in train} == {"aachen", "bochum"}
+    assert _pixel_counts(train, cityscapes) == record["cityscapes_train"]
+    assert _pixel_counts(val, cityscapes) == record["cityscapes_val"]
+    source_image, source_mask = SegmentationDataset(gta5_samples(root / "gta"), label_map=cityscapes)[0]
+    target_image, target_mask = SegmentationDataset(train, label_map=cityscapes)[0]
+
+    def deviation(image, mask):  # mean distance from the flat palette colour of each pixel's class
+        keep = mask != 255
+        palette = torch.from_numpy(CITYSCAPES_PALETTE[mask[keep]]).float()
+        return (image.permute(1, 2, 0)[keep].float() - palette).abs().mean().item()
+
+    assert deviation(source_image, source_mask) == 0  # sources: flat colours
+    assert deviation(target_image, target_mask) > 10  # target: tinted, blurred, noisy

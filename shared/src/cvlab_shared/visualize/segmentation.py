@@ -46,7 +46,8 @@ def save_segmentation_grid(
     count = min(max_images, len(images))
     if count == 0:
         raise ValueError("no images to draw")
-    figure = Figure(figsize=(3 * 3, 3 * count), dpi=100)
+    aspect = images.shape[-2] / images.shape[-1]
+    figure = Figure(figsize=(9, 3 * aspect * count + 0.6), dpi=100)
     FigureCanvasAgg(figure)
     axes = figure.subplots(count, 3, squeeze=False)
     for row in range(count):
