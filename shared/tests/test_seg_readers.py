@@ -160,3 +160,13 @@ def test_synthetic_uda_layouts_read_back_to_the_drawn_train_ids(tmp_path):
 
     assert deviation(source_image, source_mask) == 0  # sources: flat colours
     assert deviation(target_image, target_mask) > 10  # target: tinted, blurred, noisy
+
+
+def test_synthetic_writers_are_deterministic(tmp_path):
+    first = write_synthetic_voc(tmp_path / "a", num_train=4, num_val=2, size=32, seed=5)
+    second = write_synthetic_voc(tmp_path / "b", num_train=4, num_val=2, size=32, seed=5)
+    other = write_synthetic_voc(tmp_path / "c", num_train=4, num_val=2, size=32, seed=6)
+    assert (first / "synthetic.json").read_text() == (second / "synthetic.json").read_text()
+    assert (first / "synthetic.json").read_text() != (other / "synthetic.json").read_text()
+    for name in ("JPEGImages/2007_000003.jpg", "SegmentationClass/2008_000001.png"):
+        assert (first / name).read_bytes() == (second / name).read_bytes()
