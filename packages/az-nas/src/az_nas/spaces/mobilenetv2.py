@@ -93,10 +93,10 @@ class InvertedResidual(nn.Module):
 class MBV2Network(nn.Module):
     """The network of a genome; `feature_blocks()` = stem, every inverted-residual layer, final 1x1 conv."""
 
-    def __init__(self, genome: MBV2Genome, num_classes: int = 1000) -> None:
+    def __init__(self, genome: MBV2Genome, num_classes: int = 1000, in_channels: int = 3) -> None:
         super().__init__()
         self.genome = genome
-        self.stem = conv_bn(3, genome.stem_channels, 3, stride=2)
+        self.stem = conv_bn(in_channels, genome.stem_channels, 3, stride=2)
         layers, c_in = [], genome.stem_channels
         for stage in genome.stages:
             for i in range(stage.depth):

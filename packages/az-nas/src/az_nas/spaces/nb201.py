@@ -132,10 +132,17 @@ class ResidualReduction(nn.Module):
 class NB201Network(nn.Module):
     """The NB201 macro network (TinyNetwork): stem, 3 stages of `cells_per_stage` cells, 2 residual reductions."""
 
-    def __init__(self, arch: Sequence[str] | str, channels: int = 16, cells_per_stage: int = 5, num_classes: int = 10):
+    def __init__(
+        self,
+        arch: Sequence[str] | str,
+        channels: int = 16,
+        cells_per_stage: int = 5,
+        num_classes: int = 10,
+        in_channels: int = 3,
+    ) -> None:
         super().__init__()
         self.arch = parse_arch(arch) if isinstance(arch, str) else tuple(arch)
-        self.stem = nn.Sequential(nn.Conv2d(3, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels))
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels))
         self.cells = nn.ModuleList()
         c_prev = channels
         for stage in range(3):
