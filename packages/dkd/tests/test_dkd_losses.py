@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from cvlab_shared.metrics.segmentation import confusion_matrix, segmentation_scores
 from cvlab_shared.models.deeplab import IncrementalClassifier
 from cvlab_shared.reference import load_golden
 from dkd import DKDLoss, TeacherOutputs, ac_loss, kd_loss, mbce_loss, positive_negative_logits
@@ -102,6 +103,12 @@ def test_inference_rule(golden):
     e = golden["dkd.inference_and_Evaluator"]
     pred = predict(t(e, "logit"))
     assert torch.equal(pred, t(e, "pred", "outputs"))
+    confmat = confusion_matrix(pred, t(e, "gt_test"), 6)
+    assert confmat.tolist() == e["outputs"]["confusion_matrix"]
+    scores = segmentation_scores(confmat, [0, 1, 2, 3], [4, 5])
+    miou = e["outputs"]["mIoU"]
+    for ours, theirs in (("mIoU_old", "old"), ("mIoU_new", "new"), ("hIoU", "harmonic"), ("mIoU", "overall")):
+        assert scores[ours].item() == pytest.approx(miou[theirs], abs=1e-4)  # official subtracts 1e-6 in the union
 
 
 def test_distillation_needs_feature():

@@ -8,10 +8,10 @@ import lightning.pytorch as pl
 import torch
 from torch import nn
 
+from cvlab_shared.metrics.segmentation import SegmentationMetrics
 from cvlab_shared.models.deeplab import DeepLabV3
 from dkd.incremental import freeze_bn_and_dropout, init_novel_classifier, parameter_groups, predict
 from dkd.losses import DKDLoss, TeacherOutputs
-from dkd.metrics import step_metric
 
 
 def classes_per_step(task, step: int) -> list[int]:
@@ -38,6 +38,7 @@ class DKDModule(pl.LightningModule):
         self,
         backbone: str = "resnet101",
         output_stride: int = 16,
+        feature_channels: int = 256,
         pretrained: str | None = None,
         backbone_bn_momentum: float = 0.01,
         lr: float = 1e-3,
@@ -60,6 +61,7 @@ class DKDModule(pl.LightningModule):
         Args:
             backbone: resnet101 (paper) or resnet18 (small, for CPU runs).
             output_stride: 16 as in the paper.
+            feature_channels: width of ASPP and of the penultimate feature (paper 256).
             pretrained: ImageNet weights file for the backbone (torchvision names), used at step 0.
             backbone_bn_momentum: BN momentum in the backbone (official 0.01).
             lr: backbone learning rate at step 0 (VOC 1e-3, ADE 2.5e-3); heads get 10x.
@@ -91,6 +93,7 @@ class DKDModule(pl.LightningModule):
             groups,
             backbone=h.backbone,
             output_stride=h.output_stride,
+            feature_channels=h.feature_channels,
             backbone_bn_momentum=h.backbone_bn_momentum,
             detach_groups=[0],
             pretrained=pretrained,
@@ -108,8 +111,9 @@ class DKDModule(pl.LightningModule):
         h = self.hparams
         self.net = self._build(classes_per_step(self.task, self.step_index), h.pretrained if self.step_index == 0 else None)
         old, new = self.task.metric_groups(self.step_index)
-        self.val_metric = step_metric(self.task.num_outputs(self.step_index), old, new)
-        self.test_metric = step_metric(self.task.num_outputs(self.step_index), old, new)
+        num_classes = self.task.num_outputs(self.step_index)
+        self.val_metric = SegmentationMetrics(num_classes, old, new or None)
+        self.test_metric = SegmentationMetrics(num_classes, old, new or None)
         self.criterion = DKDLoss(
             h.mbce, h.kd, h.dkd_pos, h.dkd_neg, h.ac, h.base_pos_weight if self.step_index == 0 else h.pos_weight
         )
@@ -163,7 +167,7 @@ class DKDModule(pl.LightningModule):
             self.log(f"train/{name}", value, sync_dist=True)
         return total
 
-    def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor], metric) -> None:
+    def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor], metric: SegmentationMetrics) -> None:
         image, label = batch
         logits, _ = self.net(image)
         metric.update(predict(logits), label)
@@ -174,19 +178,26 @@ class DKDModule(pl.LightningModule):
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._evaluate(batch, self.test_metric)
 
-    def _log_metric(self, metric, stage: str) -> dict[str, Any]:
-        result = metric.compute()
+    def _log_metric(self, metric: SegmentationMetrics, stage: str) -> dict[str, Any]:
+        """old (class 0 + base classes), new (classes of steps 1..t), all mIoU and hIoU in %; at step 0 all = old."""
+        scores, per_class = metric.compute(), metric.per_class_iou()
         metric.reset()
-        for name in ("old", "new", "all", "hiou"):
-            self.log(f"{stage}/miou_{name}" if name != "hiou" else f"{stage}/hiou", float(result[name]))
-        return result
+        result = {
+            "old": float(scores.get("mIoU_old", scores["mIoU"])),
+            "new": float(scores["mIoU_new"]) if "mIoU_new" in scores else None,
+            "all": float(scores["mIoU"]),
+            "hiou": float(scores["hIoU"]) if "hIoU" in scores else None,
+        }
+        for name, value in result.items():
+            if value is not None:
+                self.log(f"{stage}/{'hiou' if name == 'hiou' else 'miou_' + name}", value)
+        return {**result, "per_class": per_class.tolist()}
 
     def on_validation_epoch_end(self) -> None:
         self._log_metric(self.val_metric, "val")
 
     def on_test_epoch_end(self) -> None:
-        result = self._log_metric(self.test_metric, "test")
-        self.test_results = {k: (v.tolist() if torch.is_tensor(v) else v) for k, v in result.items()}
+        self.test_results = self._log_metric(self.test_metric, "test")
 
     # -- optimisation -----------------------------------------------------------------------------------------------
     def configure_optimizers(self) -> dict[str, Any]:
