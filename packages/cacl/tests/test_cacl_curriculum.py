@@ -18,7 +18,7 @@ def test_mmd_is_zero_for_identical_samples_and_grows_with_the_shift():
 
 def test_mmd_matches_the_definition_for_one_kernel():
     x, y = torch.tensor([[0.0], [1.0]]), torch.tensor([[3.0]])
-    k = lambda a, b: torch.exp(-torch.tensor(a - b) ** 2 / 2.0)  # noqa: E731
+    k = lambda a, b: torch.exp(-torch.tensor(float(a - b), dtype=torch.float64) ** 2 / 2.0)  # noqa: E731
     expected = (k(0, 0) + 2 * k(0, 1) + k(1, 1)) / 4 + 1 - 2 * (k(0, 3) + k(1, 3)) / 2
     assert float(gaussian_mmd2(x, y, bandwidth=2.0, multipliers=(1.0,))) == pytest.approx(float(expected), rel=1e-9)
 

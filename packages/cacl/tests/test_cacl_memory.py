@@ -1,14 +1,14 @@
 """Cluster memory: logits, momentum updates, and identical state on every rank under DDP (2 gloo processes)."""
 
-import os
-import socket
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
 
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from cacl.memory import ClusterMemory, all_gather_rows, class_centroids
+from cacl.memory import ClusterMemory, class_centroids
 
 
 def test_logits_are_cosine_over_temperature():
@@ -37,35 +37,13 @@ def test_class_centroids_and_resized_state_dict_loading():
     torch.testing.assert_close(fresh[0].features, saved.features)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _batches():
-    g = torch.Generator().manual_seed(3)
-    feats = torch.randn(7, 4, generator=g)
-    labels = torch.tensor([0, 2, 1, 2, -1, 0, 1])
-    return feats, labels, torch.randn(3, 4, generator=g)
-
-
-def _worker(rank: int, port: int, out_dir: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=2)
-    feats, labels, centroids = _batches()
-    part = slice(0, 4) if rank == 0 else slice(4, 7)  # uneven shards: 4 and 3 samples
-    mem = ClusterMemory(4, momentum=0.3)
-    mem.reset(centroids)
-    mem.update(feats[part], labels[part])
-    gathered = all_gather_rows(labels[part].unsqueeze(1).float())
-    torch.save({"memory": mem.features, "gathered": gathered}, os.path.join(out_dir, f"rank{rank}.pt"))
-    dist.destroy_process_group()
-
-
 def test_ddp_update_equals_the_single_process_update_on_the_whole_batch(tmp_path):
-    mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
-    feats, labels, centroids = _batches()
+    script = Path(__file__).with_name("ddp_memory_worker.py")
+    subprocess.run([sys.executable, str(script), str(tmp_path)], check=True, timeout=120)
+    spec = importlib.util.spec_from_file_location("ddp_memory_worker", script)
+    worker = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(worker)
+    feats, labels, centroids = worker.batches()
     single = ClusterMemory(4, momentum=0.3)
     single.reset(centroids)
     single.update(feats, labels)
