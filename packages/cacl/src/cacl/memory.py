@@ -67,7 +67,7 @@ class ClusterMemory(nn.Module):
 
     def logits(self, features: torch.Tensor) -> torch.Tensor:
         """Cosine similarity to every prototype / tau, (n, num_classes); gradients flow into `features` only."""
-        return F.normalize(features, dim=1) @ self.features.detach().T.to(features.dtype) / self.temperature
+        return F.normalize(features, dim=1) @ self.features.detach().clone().T.to(features.dtype) / self.temperature
 
     @torch.no_grad()
     def update(self, features: torch.Tensor, labels: torch.Tensor) -> None:
