@@ -152,7 +152,12 @@ class LabelIndex:
 
     @staticmethod
     def cache_key(samples: Sequence[SegSample]) -> str:
-        return hashlib.sha1("\n".join(str(s.mask) for s in samples).encode()).hexdigest()[:16]
+        """Hash of every mask's path, size and modification time: a rewritten mask invalidates the cache."""
+        digest = hashlib.sha1()
+        for sample in samples:
+            stat = sample.mask.stat()
+            digest.update(f"{sample.mask}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+        return digest.hexdigest()[:16]
 
     @classmethod
     def build(
