@@ -86,6 +86,10 @@ def test_label_index_is_cached(voc, monkeypatch):
     assert np.array_equal(first.presence, again.presence)
     with pytest.raises(AssertionError, match="read again"):
         LabelIndex.build(voc["val"], voc["cache"], use_cache=False)
+    touched = voc["val"][0].mask
+    os.utime(touched, ns=(touched.stat().st_atime_ns, touched.stat().st_mtime_ns + 10**9))
+    with pytest.raises(AssertionError, match="read again"):  # a rewritten mask invalidates the cache
+        LabelIndex.build(voc["val"], voc["cache"])
 
 
 @pytest.mark.parametrize("name", VOC_TASKS)

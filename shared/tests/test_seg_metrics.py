@@ -161,7 +161,8 @@ def test_ddp_metrics_equal_single_process(tmp_path):
     target = torch.randint(0, 7, (12, 16, 16), generator=generator)
     target[:, :2] = 255
     target[target == 6] = 5  # class 6 absent from the ground truth: the conventions differ
-    pred = torch.where(torch.rand(12, 16, 16, generator=generator) < 0.6, target.clamp(max=6), torch.randint(0, 7, (12, 16, 16), generator=generator))  # fmt: skip
+    noise = torch.randint(0, 7, (12, 16, 16), generator=generator)
+    pred = torch.where(torch.rand(12, 16, 16, generator=generator) < 0.6, target.clamp(max=6), noise)
     torch.save({"pred": pred, "target": target}, tmp_path / "data.pt")
     (tmp_path / "ddp_metrics.py").write_text(DDP_SCRIPT)
     subprocess.run([sys.executable, str(tmp_path / "ddp_metrics.py"), str(tmp_path)], check=True, timeout=240)

@@ -9,6 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
+from cvlab_shared.data import synthetic_seg
+from cvlab_shared.data.cache import build_once
 from cvlab_shared.data.seg_transforms import eval_transform, train_transform
 from cvlab_shared.data.segmentation import (
     CITYSCAPES_ID_TO_TRAINID,
@@ -24,7 +26,7 @@ from cvlab_shared.data.segmentation import (
     synthia_samples,
     voc_samples,
 )
-from cvlab_shared.data.synthetic_seg import write_synthetic_voc
+from cvlab_shared.data.synthetic_seg import cached_synthetic, write_synthetic_voc
 from cvlab_shared.data.synthetic_uda import write_png16, write_synthetic_uda
 
 
@@ -170,3 +172,32 @@ def test_synthetic_writers_are_deterministic(tmp_path):
     assert (first / "synthetic.json").read_text() != (other / "synthetic.json").read_text()
     for name in ("JPEGImages/2007_000003.jpg", "SegmentationClass/2008_000001.png"):
         assert (first / name).read_bytes() == (second / name).read_bytes()
+
+
+def test_cached_synthetic_is_written_once(tmp_path, monkeypatch):
+    monkeypatch.setenv("CVLAB_CACHE", str(tmp_path))
+    folder = cached_synthetic("voc", num_train=4, num_val=2, size=32)
+    assert folder.parent == tmp_path / "synthetic" and len(voc_samples(folder, "train_aug")) == 4
+
+    def fail(*args, **kwargs):
+        raise AssertionError("written twice")
+
+    monkeypatch.setattr(synthetic_seg, "write_synthetic_voc", fail)
+    assert cached_synthetic("voc", num_train=4, num_val=2, size=32) == folder
+    uda = cached_synthetic("uda", num_train=3, num_val=2, size=16)
+    assert len(gta5_samples(uda / "gta")) == 3 and len(cityscapes_samples(uda / "cityscapes", "val")) == 2
+    with pytest.raises(ValueError, match="dataset"):
+        cached_synthetic("coco")
+
+
+def test_build_once_tolerates_a_concurrent_writer(tmp_path):
+    target = tmp_path / "data"
+
+    def racing_write(temporary):  # another process renames its copy into place first
+        temporary.mkdir()
+        (temporary / "mine").touch()
+        target.mkdir()
+        (target / "theirs").touch()
+
+    assert build_once(target, racing_write) == target
+    assert [p.name for p in tmp_path.iterdir()] == ["data"] and (target / "theirs").exists()

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cvlab_shared.data.cache import cache_dir as data_cache_dir
 from cvlab_shared.data.segmentation import IGNORE_INDEX, SegmentationDataset, SegSample, Transform, read_label
 from cvlab_shared.logging import progress
 
@@ -133,11 +134,6 @@ def select_eval(presence: np.ndarray, task: IncrementalTask, step: int) -> np.nd
     return np.flatnonzero(presence[:, _columns(task.seen_classes(step))].any(axis=1))
 
 
-def default_cache_dir() -> Path:
-    """`$CVLAB_CACHE/seg_index`, else `~/.cache/cvlab/seg_index`."""
-    return Path(os.environ.get("CVLAB_CACHE", Path.home() / ".cache" / "cvlab")) / "seg_index"
-
-
 def _presence_row(path: Path) -> np.ndarray:
     row = np.zeros(NUM_LABEL_VALUES, dtype=bool)
     values = np.unique(read_label(path))
@@ -156,14 +152,20 @@ class LabelIndex:
 
     @staticmethod
     def cache_key(samples: Sequence[SegSample]) -> str:
-        return hashlib.sha1("\n".join(str(s.mask) for s in samples).encode()).hexdigest()[:16]
+        """Hash of every mask's path, size and modification time: a rewritten mask invalidates the cache."""
+        digest = hashlib.sha1()
+        for sample in samples:
+            stat = sample.mask.stat()
+            digest.update(f"{sample.mask}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+        return digest.hexdigest()[:16]
 
     @classmethod
     def build(
         cls, samples: Sequence[SegSample], cache_dir: str | Path | None = None, workers: int = 4, use_cache: bool = True
     ) -> LabelIndex:
-        """Read every mask (threads), or load `<cache_dir>/<key>.npz` written by an earlier call on the same list."""
-        cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        """Read every mask (threads), or load `<cache_dir>/<key>.npz` written by an earlier call on the same list
+        (default folder: `$CVLAB_CACHE/seg_index`, else `~/.cache/cvlab/seg_index`)."""
+        cache = Path(cache_dir) if cache_dir is not None else data_cache_dir("seg_index")
         file = cache / f"{cls.cache_key(samples)}.npz"
         names = tuple(s.name for s in samples)
         if use_cache and file.exists():

@@ -16,6 +16,7 @@ Task names scale down: `IncrementalTask.from_name("20-10", 30)`.
 
 Both write `synthetic.json` beside the data: per split, every image id with the sorted label values of its mask
 (the generator's record, independent of the PNG reader) for tests of the label index and filters.
+`cached_synthetic("voc")` writes a data set once into the cache and returns its folder on later calls.
 Command line: `python -m cvlab_shared.data.synthetic_seg OUT [--ade] [--num-train N] [--num-val N] [--size S]`.
 """
 
@@ -30,6 +31,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from cvlab_shared.data.cache import build_once, cache_dir
 from cvlab_shared.data.segmentation import IGNORE_INDEX, voc_palette
 
 NUM_SHAPES = 5
@@ -210,6 +212,25 @@ def write_synthetic_ade(
     payload = {"num_classes": num_classes, "num_stuff": num_stuff, "seed": seed, "labels": record}
     (base / "synthetic.json").write_text(json.dumps(payload))
     return base
+
+
+def cached_synthetic(
+    dataset: str = "voc", num_train: int = 300, num_val: int = 100, size: int = 64, seed: int = 0
+) -> Path:
+    """A synthetic data set written once under `$CVLAB_CACHE/synthetic` (or ~/.cache/cvlab) and reused; safe
+    under DDP. "voc": ShapesVOC (pass the folder to `voc_samples`); "ade": ShapesADE (`ade_samples`); "uda":
+    ShapesGTA/SYNTHIA/Cityscapes (`synthetic_uda`; `num_train` images per source and for the target's train split,
+    `num_val` for its val split, `size` x `2 size` pixels)."""
+    from cvlab_shared.data.synthetic_uda import write_synthetic_uda  # it builds on this module
+
+    writers = {
+        "voc": lambda tmp: write_synthetic_voc(tmp, num_train, num_val, size, seed),
+        "ade": lambda tmp: write_synthetic_ade(tmp, num_train, num_val, size, seed),
+        "uda": lambda tmp: write_synthetic_uda(tmp, num_train, num_train, num_val, size, 2 * size, seed),
+    }
+    if dataset not in writers:
+        raise ValueError(f"dataset must be one of {sorted(writers)}, got {dataset!r}")
+    return build_once(cache_dir("synthetic") / f"{dataset}_{num_train}_{num_val}_{size}_{seed}", writers[dataset])
 
 
 def main(args: list[str] | None = None) -> None:
