@@ -1,0 +1,45 @@
+"""MMD and the camera scheduler on features with a known camera order."""
+
+import pytest
+import torch
+
+from cacl import camera_curriculum, cumulative_stages, gaussian_mmd2
+
+
+def test_mmd_is_zero_for_identical_samples_and_grows_with_the_shift():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(200, 8, generator=g)
+    assert float(gaussian_mmd2(x, x)) == pytest.approx(0.0, abs=1e-12)
+    values = [float(gaussian_mmd2(x, torch.randn(200, 8, generator=g) + s, bandwidth=16.0)) for s in (0.0, 0.5, 1.0, 2.0)]
+    assert values == sorted(values)
+    unbiased = float(gaussian_mmd2(x, torch.randn(200, 8, generator=g), unbiased=True))
+    assert abs(unbiased) < 0.02
+
+
+def test_mmd_matches_the_definition_for_one_kernel():
+    x, y = torch.tensor([[0.0], [1.0]]), torch.tensor([[3.0]])
+    k = lambda a, b: torch.exp(-torch.tensor(float(a - b), dtype=torch.float64) ** 2 / 2.0)  # noqa: E731
+    expected = (k(0, 0) + 2 * k(0, 1) + k(1, 1)) / 4 + 1 - 2 * (k(0, 3) + k(1, 3)) / 2
+    assert float(gaussian_mmd2(x, y, bandwidth=2.0, multipliers=(1.0,))) == pytest.approx(float(expected), rel=1e-9)
+
+
+def test_cumulative_stages():
+    assert cumulative_stages([2, 0, 3, 1]) == [[2], [2, 0], [2, 0, 3], [2, 0, 3, 1]]
+    assert cumulative_stages([2, 0, 3, 1, 4], cameras_per_stage=2) == [[2, 0], [2, 0, 3, 1], [2, 0, 3, 1, 4]]
+
+
+def test_scheduler_recovers_a_known_camera_order_from_features():
+    g = torch.Generator().manual_seed(1)
+    direction = torch.randn(16, generator=g)
+    source = torch.randn(300, 16, generator=g) + 3 * direction
+    shifts = {0: 2.0, 1: 0.5, 2: 3.0, 3: 1.0}  # how far each camera sits from the source
+    target, cams = [], []
+    for cam, shift in shifts.items():
+        target.append(torch.randn(120, 16, generator=g) + 3 * direction + shift * torch.randn(16, generator=g).sign())
+        cams += [cam] * 120
+    cur = camera_curriculum(source, torch.cat(target), torch.tensor(cams), normalize=False)
+    assert cur.order == [1, 3, 0, 2]
+    assert cur.stages == [[1], [1, 3], [1, 3, 0], [1, 3, 0, 2]]
+    assert "stage 4" in cur.describe()
+    flat = camera_curriculum(source, torch.cat(target), torch.tensor(cams), normalize=False, curriculum=False)
+    assert flat.stages == [[1, 3, 0, 2]] and flat.mmd == cur.mmd

@@ -1,0 +1,59 @@
+"""The LightningModule end to end: the CLI's default pipeline on a tiny synthetic pair, resume, and DDP state."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from cacl.cli import main
+
+TINY = [
+    "--model.width=8", "--model.source_epochs=1", "--model.k1=10", "--model.k2=3", "--model.eps=0.7",
+    "--model.min_samples=2", "--data.image_size=[32,16]", "--data.batch_p=4", "--data.batch_k=2", "--data.iters=2",
+    "--data.synthetic_ids=12", "--data.synthetic_cams=3", "--data.synthetic_images_per_cam=2",
+    "--trainer.check_val_every_n_epoch=1",
+]
+
+
+def test_train_runs_the_curriculum_and_reports_before_and_after(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    main(["train", *TINY, "--trainer.max_epochs=4"])
+    out = capsys.readouterr().out
+    assert "MMD camera order" in out and "true camera order" in out
+    assert "stage 3/3" in out and "target before adaptation" in out and "after CaCL" in out
+    ckpt = torch.load(tmp_path / "runs/cacl/version_0/checkpoints/last.ckpt", weights_only=False)
+    state = ckpt["cacl"]
+    assert len(state["schedule"]["stages"]) == 3 and sorted(state["schedule"]["order"]) == [0, 1, 2]
+    assert 0.0 <= state["source_only"]["mAP"] <= 1.0
+    # resume from the last checkpoint for one more epoch: the schedule comes back from the checkpoint
+    main(["train", *TINY, "--trainer.max_epochs=5", f"--ckpt_path={tmp_path / 'runs/cacl/version_0/checkpoints/last.ckpt'}"])
+    resumed = capsys.readouterr().out
+    assert "target before adaptation" not in resumed and "stage 3/3" in resumed
+
+
+def test_no_curriculum_is_one_stage_with_every_camera(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    main(["train", *TINY, "--trainer.max_epochs=3", "--model.curriculum=false", "--model.cd_loss=false"])
+    out = capsys.readouterr().out
+    assert "stage 1/1 cameras [0, 1, 2]" in out
+
+
+def test_max_epochs_must_leave_room_for_adaptation(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match="max_epochs"):
+        main(["train", *TINY, "--trainer.max_epochs=1"])
+
+
+@pytest.mark.slow
+def test_ddp_ranks_hold_the_same_memory_clusters_and_metrics(tmp_path):
+    script = Path(__file__).with_name("ddp_fit_worker.py")
+    subprocess.run([sys.executable, str(script), str(tmp_path)], check=True, timeout=600)
+    for epoch in range(1, 4):
+        a = torch.load(tmp_path / f"rank0_epoch{epoch}.pt")
+        b = torch.load(tmp_path / f"rank1_epoch{epoch}.pt")
+        assert a["clusters"] == b["clusters"] and a["order"] == b["order"] is not None
+        torch.testing.assert_close(a["memory"], b["memory"])
+        torch.testing.assert_close(a["weights"], b["weights"])
+        assert a["val_mAP"] == b["val_mAP"]
