@@ -27,7 +27,9 @@ import torch
 MSMT17 = {"num_query": 11659, "num_gallery": 82161, "num_ids": 3060, "num_cams": 15}
 
 
-def make_problem(num_query: int, num_gallery: int, num_ids: int, num_cams: int, dim: int, seed: int = 0, noise: float = 4.0):
+def make_problem(
+    num_query: int, num_gallery: int, num_ids: int, num_cams: int, dim: int, seed: int = 0, noise: float = 4.0
+):
     """Seeded random re-ID problem: features = identity centre + camera offset + noise, L2-normalised."""
     gen = torch.Generator().manual_seed(seed)
     g_pids = torch.randint(0, num_ids, (num_gallery,), generator=gen)
@@ -69,7 +71,13 @@ def reference_eval(distmat: np.ndarray, q_pids, g_pids, q_cams, g_cams, max_rank
         all_inp.append(len(positions) / positions[-1])
     times["per-query loop"] = time.perf_counter() - t
     cmc = np.mean(all_cmc, axis=0)
-    return {"rank1": cmc[0], "rank5": cmc[4], "rank10": cmc[9], "mAP": float(np.mean(all_ap)), "mINP": float(np.mean(all_inp))}, times
+    return {
+        "rank1": cmc[0],
+        "rank5": cmc[4],
+        "rank10": cmc[9],
+        "mAP": float(np.mean(all_ap)),
+        "mINP": float(np.mean(all_inp)),
+    }, times
 
 
 def reference_rerank(q: np.ndarray, g: np.ndarray, k1: int = 20, k2: int = 6, lam: float = 0.3) -> np.ndarray:
@@ -130,7 +138,15 @@ def run_part(args) -> dict:
             out["ours_on_same_distmat"] = evaluate_distmat(torch.from_numpy(distmat), qp, gp, qc, gc)
             out["times"]["ours: ranking + metrics on the same matrix"] = time.perf_counter() - t
     else:
-        q, g, qp, gp, qc, gc = make_problem(args.rerank_query, args.rerank_gallery, args.rerank_ids, args.num_cams, args.rerank_dim, seed=1, noise=args.rerank_noise)
+        q, g, qp, gp, qc, gc = make_problem(
+            args.rerank_query,
+            args.rerank_gallery,
+            args.rerank_ids,
+            args.num_cams,
+            args.rerank_dim,
+            seed=1,
+            noise=args.rerank_noise,
+        )
         out["input_mb"] = peak_mb()
         t = time.perf_counter()
         if args.part == "rerank_ours":
@@ -145,7 +161,9 @@ def run_part(args) -> dict:
             out["before_rerank"] = {k: float(base[k]) for k in ("rank1", "mAP", "mINP")}
         np.save(args.save, dist)
     out["peak_mb"] = peak_mb()
-    out["metrics"] = {k: float(v) for k, v in out["metrics"].items() if k in ("rank1", "rank5", "rank10", "mAP", "mINP")}
+    out["metrics"] = {
+        k: float(v) for k, v in out["metrics"].items() if k in ("rank1", "rank5", "rank10", "mAP", "mINP")
+    }
     if "ours_on_same_distmat" in out:
         out["ours_on_same_distmat"] = {k: float(out["ours_on_same_distmat"][k]) for k in out["metrics"]}
     return out
@@ -153,9 +171,13 @@ def run_part(args) -> dict:
 
 def spawn(args, part: str, save: str = "") -> dict:
     cmd = [sys.executable, __file__, "--part", part, "--save", save] + [
-        f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k not in ("part", "save", "ours_only", "skip_rerank", "skip_eval", "scale", "threads")
+        f"--{k.replace('_', '-')}={v}"
+        for k, v in vars(args).items()
+        if k not in ("part", "save", "ours_only", "skip_rerank", "skip_eval", "scale", "threads")
     ]
-    env = dict(os.environ, **{v: str(args.threads) for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")})
+    env = dict(
+        os.environ, **{v: str(args.threads) for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+    )
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"{part} failed:\n{proc.stderr[-3000:]}")
@@ -207,7 +229,10 @@ def main() -> None:
 
 
 def evaluation_table(args) -> None:
-    print(f"evaluation problem: {args.num_query} queries x {args.num_gallery} gallery, {args.dim}-d, {args.num_ids} ids, {args.num_cams} cams; {args.threads} CPU thread(s) each")
+    print(
+        f"evaluation problem: {args.num_query} queries x {args.num_gallery} gallery, {args.dim}-d, "
+        f"{args.num_ids} ids, {args.num_cams} cams; {args.threads} CPU thread(s) each"
+    )
     ours = spawn(args, "ours")
     rows = [("implementation", "step", "seconds", "peak RSS MB", "R1", "mAP", "mINP")]
     for step, sec in ours["times"].items():
@@ -228,14 +253,23 @@ def evaluation_table(args) -> None:
         ours_total = ours["times"]["distances + ranking + metrics (blockwise)"]
         diff = max(abs(ref["metrics"][k] - ours["metrics"][k]) for k in ours["metrics"])
         diff_same = max(abs(ref["metrics"][k] - ref["ours_on_same_distmat"][k]) for k in ours["metrics"])
-        print(f"speed-up, ranking + metrics after the distance matrix: {ref_rank / ours_rank:.1f}x ({ref_rank:.1f}s vs {ours_rank:.1f}s)")
-        print(f"speed-up, whole evaluation from features: {ref_total / ours_total:.1f}x ({ref_total:.1f}s vs {ours_total:.1f}s)")
+        print(
+            f"speed-up, ranking + metrics after the distance matrix: {ref_rank / ours_rank:.1f}x "
+            f"({ref_rank:.1f}s vs {ours_rank:.1f}s)"
+        )
+        print(
+            f"speed-up, whole evaluation from features: {ref_total / ours_total:.1f}x "
+            f"({ref_total:.1f}s vs {ours_total:.1f}s)"
+        )
         print(f"max |metric difference|: same matrix {diff_same:.2e}, ours from features {diff:.2e}")
         print(f"peak RSS: ours {ours['peak_mb']:.0f} MB, reference {ref['peak_mb']:.0f} MB")
 
 
 def rerank_table(args) -> None:
-    print(f"\nre-ranking problem (k1=20, k2=6, lambda=0.3): {args.rerank_query} queries x {args.rerank_gallery} gallery, {args.rerank_dim}-d")
+    print(
+        f"\nre-ranking problem (k1=20, k2=6, lambda=0.3): {args.rerank_query} queries x "
+        f"{args.rerank_gallery} gallery, {args.rerank_dim}-d"
+    )
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -249,7 +283,10 @@ def rerank_table(args) -> None:
     speed = r_ref["times"]["re-ranking + evaluation"] / r_ours["times"]["re-ranking + evaluation"]
     print(f"re-ranking speed-up {speed:.1f}x; max |distance difference| {max_diff:.2e}")
     before = r_ours["before_rerank"]
-    print(f"before re-ranking (ours, Euclidean): R1 {before['rank1']:.6f} mAP {before['mAP']:.6f} mINP {before['mINP']:.6f}")
+    print(
+        f"before re-ranking (ours, Euclidean): R1 {before['rank1']:.6f} mAP {before['mAP']:.6f} "
+        f"mINP {before['mINP']:.6f}"
+    )
 
 
 if __name__ == "__main__":

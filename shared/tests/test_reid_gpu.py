@@ -20,5 +20,10 @@ def test_gpu_matches_cpu():
     gpu = evaluate_retrieval(feats[q].cuda(), feats[~q].cuda(), pids[q], pids[~q], cams[q], cams[~q], block=7)
     for key in ("rank1", "mAP", "mINP"):
         assert gpu[key] == pytest.approx(cpu[key], abs=1e-6)
-    torch.testing.assert_close(k_reciprocal_rerank(feats[q].cuda(), feats[~q].cuda()).cpu(), k_reciprocal_rerank(feats[q], feats[~q]), atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        k_reciprocal_rerank(feats[q].cuda(), feats[~q].cuda()).cpu(),
+        k_reciprocal_rerank(feats[q], feats[~q]),
+        atol=1e-5,
+        rtol=0,
+    )
     torch.testing.assert_close(jaccard_distance(feats.cuda()).cpu(), jaccard_distance(feats), atol=1e-5, rtol=0)

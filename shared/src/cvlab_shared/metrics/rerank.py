@@ -110,7 +110,9 @@ def _distance_block(x: torch.Tensor, y: torch.Tensor, kind: str) -> torch.Tensor
     return (x.pow(2).sum(1, keepdim=True) + y.pow(2).sum(1)[None] - 2.0 * x @ y.T).clamp_min_(0.0)
 
 
-def _encode(feats: torch.Tensor, idx: torch.Tensor, mask: torch.Tensor, kind: str, block: int) -> tuple[SparseRows, torch.Tensor | None]:
+def _encode(
+    feats: torch.Tensor, idx: torch.Tensor, mask: torch.Tensor, kind: str, block: int
+) -> tuple[SparseRows, torch.Tensor | None]:
     """Sparse V of Eq. 8-9 (row weights sum to 1) and, for Zhong's distance, each row's maximum distance."""
     n = feats.shape[0]
     vals, row_max = [], []
@@ -135,7 +137,9 @@ def _gather_rows(v: SparseRows, ptr: torch.Tensor, which: torch.Tensor) -> tuple
     counts = ptr[which + 1] - ptr[which]
     owner = torch.repeat_interleave(torch.arange(len(which), device=which.device), counts)
     starts = torch.repeat_interleave(ptr[which], counts)
-    offsets = torch.arange(int(counts.sum()), device=which.device) - torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
+    offsets = torch.arange(int(counts.sum()), device=which.device) - torch.repeat_interleave(
+        torch.cumsum(counts, 0) - counts, counts
+    )
     return starts + offsets, owner
 
 
@@ -158,7 +162,9 @@ def _query_expansion(v: SparseRows, ranks: torch.Tensor, k2: int, block: int) ->
     return SparseRows(torch.cat(rows), torch.cat(cols), torch.cat(vals), v.n)
 
 
-def _min_overlap(v: SparseRows, by_col: SparseRows, col_ptr: torch.Tensor, rows: torch.Tensor, max_pairs: int = 1 << 24) -> torch.Tensor:
+def _min_overlap(
+    v: SparseRows, by_col: SparseRows, col_ptr: torch.Tensor, rows: torch.Tensor, max_pairs: int = 1 << 24
+) -> torch.Tensor:
     """S[i, g] = sum_j min(V[i, j], V[g, j]) for the query rows `rows` against all N rows (dense (len(rows), N))."""
     ptr = v.row_ptr()
     pos, owner = _gather_rows(v, ptr, rows)
@@ -169,7 +175,9 @@ def _min_overlap(v: SparseRows, by_col: SparseRows, col_ptr: torch.Tensor, rows:
     start = 0
     while start < len(col):
         base = int(bounds[start - 1]) if start else 0
-        stop = max(int(torch.searchsorted(bounds, torch.tensor(base + max_pairs, device=bounds.device), right=True)), start + 1)
+        stop = max(
+            int(torch.searchsorted(bounds, torch.tensor(base + max_pairs, device=bounds.device), right=True)), start + 1
+        )
         sel = slice(start, stop)
         pair_pos, pair_owner = _gather_rows(by_col, col_ptr, col[sel])
         other = by_col.cols[pair_pos]  # by_col is transposed: its cols are the original rows
@@ -187,7 +195,9 @@ class _Encoded:
     row_max: torch.Tensor | None
 
 
-def _encode_all(feats: torch.Tensor, k1: int, k2: int, width: int, half: int, kind: str, backend: str, block: int) -> _Encoded:
+def _encode_all(
+    feats: torch.Tensor, k1: int, k2: int, width: int, half: int, kind: str, backend: str, block: int
+) -> _Encoded:
     n = feats.shape[0]
     k = min(max(width, half, k2), n)
     _, ranks = knn(feats, feats, k, metric="l2", backend=backend)
@@ -249,7 +259,10 @@ def k_reciprocal_rerank(
 def evaluate_reranked(
     query_feats: torch.Tensor,
     gallery_feats: torch.Tensor,
-    q_pids, g_pids, q_camids, g_camids,
+    q_pids,
+    g_pids,
+    q_camids,
+    g_camids,
     k1: int = 20,
     k2: int = 6,
     lambda_value: float = 0.3,
@@ -272,7 +285,17 @@ def evaluate_reranked(
         gallery_feats, g_pids, g_camids = gallery_feats[keep.to(gallery_feats.device)], g_pids[keep], g_camids[keep]
     blocks = iter_rerank_blocks(query_feats, gallery_feats, k1, k2, lambda_value, expansion, backend, block)
     return _evaluate_blocks(
-        blocks, q_pids, g_pids, q_camids, g_camids, query_feats.device, ap, no_match, max_rank, same_camera_rule, per_query
+        blocks,
+        q_pids,
+        g_pids,
+        q_camids,
+        g_camids,
+        query_feats.device,
+        ap,
+        no_match,
+        max_rank,
+        same_camera_rule,
+        per_query,
     )
 
 

@@ -123,7 +123,9 @@ def match_ranks(
     rows, slots = bad.nonzero(as_tuple=True)
     work[rows, pos[rows, slots]] = float("inf")
     positive = in_pid & ~bad
-    match_dist = torch.where(positive, work.gather(1, pos), torch.tensor(float("inf"), dtype=work.dtype, device=work.device))
+    match_dist = torch.where(
+        positive, work.gather(1, pos), torch.tensor(float("inf"), dtype=work.dtype, device=work.device)
+    )
     match_dist = match_dist.sort(1).values
     left = torch.searchsorted(_sort_rows(work).to(work.device), match_dist.contiguous())
     j = torch.arange(left.shape[1], device=left.device)[None]
@@ -143,7 +145,11 @@ def first_match_identity_rank(valid_dist: torch.Tensor, q_pids: torch.Tensor, ga
 
 
 def query_scores(
-    ranks: torch.Tensor, num_matches: torch.Tensor, ap: str = "standard", max_rank: int = 50, first_rank: torch.Tensor | None = None
+    ranks: torch.Tensor,
+    num_matches: torch.Tensor,
+    ap: str = "standard",
+    max_rank: int = 50,
+    first_rank: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """Per-query AP, INP and CMC hits (b, max_rank) from `match_ranks` output (zero for queries without matches).
     `first_rank` replaces the first match's rank for the CMC only (identity-deduplicated CMC)."""
@@ -174,7 +180,9 @@ def _summarise(parts: list[dict[str, torch.Tensor]], no_match: str, max_rank: in
     num_valid = int(valid.sum())
     keep = valid if no_match == "skip" else torch.ones_like(valid)
     if int(valid.sum()) == 0 and no_match != "zero":
-        raise ValueError("no query has a valid gallery match: check pids/camids (same-id-same-camera items are removed)")
+        raise ValueError(
+            "no query has a valid gallery match: check pids/camids (same-id-same-camera items are removed)"
+        )
     cmc_mean = cmc[keep].mean(0)
     if no_match == "zero_cmc":
         keep = valid
@@ -214,8 +222,18 @@ def _drop_junk(g_pids: torch.Tensor, junk_pids: Sequence[int]) -> torch.Tensor |
 
 def _evaluate_blocks(
     blocks: Iterator[tuple[slice, torch.Tensor]],
-    q_pids, g_pids, q_camids, g_camids, device, ap, no_match, max_rank, same_camera_rule, per_query,
-    exclude_camera_pairs: Sequence[tuple[int, int]] = (), cmc_unique_ids: bool = False,
+    q_pids,
+    g_pids,
+    q_camids,
+    g_camids,
+    device,
+    ap,
+    no_match,
+    max_rank,
+    same_camera_rule,
+    per_query,
+    exclude_camera_pairs: Sequence[tuple[int, int]] = (),
+    cmc_unique_ids: bool = False,
 ) -> dict:
     """Metrics over query blocks; `g_pids` / `g_camids` must already exclude junk (see `_drop_junk`)."""
     q_pids, q_camids = _as_long(q_pids, device), _as_long(q_camids, device)
@@ -232,7 +250,10 @@ def _evaluate_blocks(
 
 def evaluate_distmat(
     distmat: torch.Tensor,
-    q_pids, g_pids, q_camids, g_camids,
+    q_pids,
+    g_pids,
+    q_camids,
+    g_camids,
     ap: str = "standard",
     no_match: str = "skip",
     max_rank: int = 50,
@@ -247,7 +268,9 @@ def evaluate_distmat(
     _check_modes(ap, no_match)
     distmat = torch.as_tensor(distmat).detach()
     if distmat.shape != (len(q_pids), len(g_pids)):
-        raise ValueError(f"distmat is {tuple(distmat.shape)} but there are {len(q_pids)} queries and {len(g_pids)} gallery items")
+        raise ValueError(
+            f"distmat is {tuple(distmat.shape)} but there are {len(q_pids)} queries and {len(g_pids)} gallery items"
+        )
     g_pids, g_camids = _as_long(g_pids, distmat.device), _as_long(g_camids, distmat.device)
     keep = _drop_junk(g_pids, junk_pids)
     if keep is not None:
@@ -258,15 +281,29 @@ def evaluate_distmat(
         for s in range(0, distmat.shape[0], block)
     )
     return _evaluate_blocks(
-        blocks, q_pids, g_pids, q_camids, g_camids, distmat.device, ap, no_match, max_rank, same_camera_rule,
-        per_query, exclude_camera_pairs, cmc_unique_ids,
+        blocks,
+        q_pids,
+        g_pids,
+        q_camids,
+        g_camids,
+        distmat.device,
+        ap,
+        no_match,
+        max_rank,
+        same_camera_rule,
+        per_query,
+        exclude_camera_pairs,
+        cmc_unique_ids,
     )
 
 
 def evaluate_retrieval(
     query_feats: torch.Tensor,
     gallery_feats: torch.Tensor,
-    q_pids, g_pids, q_camids, g_camids,
+    q_pids,
+    g_pids,
+    q_camids,
+    g_camids,
     metric: str = "cosine",
     ap: str = "standard",
     no_match: str = "skip",
@@ -287,7 +324,9 @@ def evaluate_retrieval(
     """
     _check_modes(ap, no_match)
     if query_feats.ndim != 2 or gallery_feats.ndim != 2 or query_feats.shape[1] != gallery_feats.shape[1]:
-        raise ValueError(f"features must be (n, d) and (m, d), got {tuple(query_feats.shape)} and {tuple(gallery_feats.shape)}")
+        raise ValueError(
+            f"features must be (n, d) and (m, d), got {tuple(query_feats.shape)} and {tuple(gallery_feats.shape)}"
+        )
     if len(q_pids) != len(query_feats) or len(g_pids) != len(gallery_feats):
         raise ValueError("one pid per feature row is needed for query and gallery")
     query_feats, gallery_feats = query_feats.detach(), gallery_feats.detach().to(query_feats.device)
@@ -297,10 +336,24 @@ def evaluate_retrieval(
         gallery_feats, g_pids, g_camids = gallery_feats[keep], g_pids[keep], g_camids[keep]
     fn = distance_fn or (lambda q, g: pairwise_distance(q, g, metric))
     block = block or _default_block(gallery_feats.shape[0])
-    blocks = ((slice(s, s + block), fn(query_feats[s : s + block], gallery_feats)) for s in range(0, query_feats.shape[0], block))
+    blocks = (
+        (slice(s, s + block), fn(query_feats[s : s + block], gallery_feats))
+        for s in range(0, query_feats.shape[0], block)
+    )
     return _evaluate_blocks(
-        blocks, q_pids, g_pids, q_camids, g_camids, query_feats.device, ap, no_match, max_rank, same_camera_rule,
-        per_query, exclude_camera_pairs, cmc_unique_ids,
+        blocks,
+        q_pids,
+        g_pids,
+        q_camids,
+        g_camids,
+        query_feats.device,
+        ap,
+        no_match,
+        max_rank,
+        same_camera_rule,
+        per_query,
+        exclude_camera_pairs,
+        cmc_unique_ids,
     )
 
 
@@ -319,7 +372,9 @@ class RetrievalEvaluator(Metric):
 
     full_state_update = False
 
-    def __init__(self, metric: str = "cosine", ap: str = "standard", no_match: str = "skip", max_rank: int = 50, **kwargs) -> None:
+    def __init__(
+        self, metric: str = "cosine", ap: str = "standard", no_match: str = "skip", max_rank: int = 50, **kwargs
+    ) -> None:
         super().__init__(**kwargs)
         _check_modes(ap, no_match)
         self.metric, self.ap, self.no_match, self.max_rank = metric, ap, no_match, max_rank
@@ -333,7 +388,11 @@ class RetrievalEvaluator(Metric):
         self.camids.append(_as_long(camids, feats.device))
         flag = torch.as_tensor(is_query, dtype=torch.bool, device=feats.device).reshape(-1).expand(n)
         self.is_query.append(flag.clone())
-        self.index.append(_as_long(index, feats.device) if index is not None else torch.full((n,), -1, dtype=torch.long, device=feats.device))
+        self.index.append(
+            _as_long(index, feats.device)
+            if index is not None
+            else torch.full((n,), -1, dtype=torch.long, device=feats.device)
+        )
 
     def compute(self) -> dict[str, torch.Tensor]:
         feats, pids, camids = _cat(self.feats), _cat(self.pids), _cat(self.camids)
@@ -350,5 +409,16 @@ class RetrievalEvaluator(Metric):
             kept[order] = first
             keep[has_index] = kept
         q, g = keep & is_query, keep & ~is_query
-        out = evaluate_retrieval(feats[q], feats[g], pids[q], pids[g], camids[q], camids[g], metric=self.metric, ap=self.ap, no_match=self.no_match, max_rank=self.max_rank)
+        out = evaluate_retrieval(
+            feats[q],
+            feats[g],
+            pids[q],
+            pids[g],
+            camids[q],
+            camids[g],
+            metric=self.metric,
+            ap=self.ap,
+            no_match=self.no_match,
+            max_rank=self.max_rank,
+        )
         return {k: torch.tensor(v) for k, v in out.items() if k in ("rank1", "rank5", "rank10", "mAP", "mINP")}
