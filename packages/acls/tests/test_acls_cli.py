@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-RECIPE = ["--trainer.max_epochs=3", "--model.milestones=[2]", "--trainer.enable_model_summary=false"]
+RECIPE = ["--trainer.max_epochs=4", "--model.lr=0.1", "--model.milestones=[3]", "--trainer.enable_model_summary=false"]
 
 
 def _acls(folder: Path, *args: str) -> dict:
@@ -40,7 +40,7 @@ def test_single_process_prints_metrics_and_writes_diagram(single):
     for name in ("ACC", "ECE", "AECE", "CECE", "NLL"):
         assert name in out
     assert "test T=" in out and (single["run_dir"] / "reliability.png").is_file()
-    assert single["num_test_samples"] == 719 and single["test"]["acc"] > 0.3
+    assert single["num_test_samples"] == 719 and single["test"]["acc"] > 0.25
 
 
 @pytest.mark.slow
@@ -58,7 +58,7 @@ def test_resume_from_last_checkpoint_matches_uninterrupted(single, tmp_path):
     first = _acls(tmp_path, "--trainer.max_epochs=1")
     last = first["run_dir"] / "checkpoints" / "last.ckpt"
     assert last.is_file()
-    resumed = _acls(tmp_path, "--trainer.max_epochs=3", f"--ckpt_path={last}")
+    resumed = _acls(tmp_path, "--trainer.max_epochs=4", f"--ckpt_path={last}")
     for split in ("test", "test_ts"):
         for name in ("acc", "ece", "aece", "cece", "nll"):
             assert resumed[split][name] == pytest.approx(single[split][name], abs=1e-5), (split, name)
