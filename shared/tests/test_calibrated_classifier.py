@@ -15,8 +15,15 @@ def test_fit_and_test_report_before_and_after_temperature(tmp_path, capsys):
     data = ClassificationDataModule("digits", batch_size=64, val_fraction=0.2, noise=0.5)
     model = CalibratedClassifier(num_classes=10, in_channels=1, lr=0.05, cpu_threads=1)
     logger = pl.loggers.CSVLogger(tmp_path, name="run")
-    trainer = pl.Trainer(max_epochs=3, accelerator="cpu", logger=logger, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, gradient_clip_val=2.0)
+    trainer = pl.Trainer(
+        max_epochs=3,
+        accelerator="cpu",
+        logger=logger,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        gradient_clip_val=2.0,
+    )
     trainer.fit(model, datamodule=data)
     assert trainer.callback_metrics["val/acc"] > 0.3
     trainer.test(model, datamodule=data, verbose=False)

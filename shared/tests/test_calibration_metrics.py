@@ -84,7 +84,7 @@ def test_stateful_metric_equals_pure_function():
     logits, labels = torch.randn(103, 7, generator=g) * 3, torch.randint(0, 7, (103,), generator=g)
     metric = CalibrationMetrics()
     for chunk in range(0, 103, 20):
-        metric.update(logits[chunk:chunk + 20], labels[chunk:chunk + 20])
+        metric.update(logits[chunk : chunk + 20], labels[chunk : chunk + 20])
     got, want = metric.compute(), calibration_report(logits, labels)
     assert set(got) == {"acc", "ece", "aece", "cece", "nll", "brier"}
     for name in want:

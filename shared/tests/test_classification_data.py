@@ -41,8 +41,9 @@ def test_tiny_imagenet_reader(tmp_path):
     train = read_tiny_imagenet(tmp_path, "train")
     val = read_tiny_imagenet(tmp_path / "tiny-imagenet-200", "val")
     assert len(train.samples) == 12 and len(val.samples) == 6 and train.classes == val.classes
-    dm = ClassificationDataModule("tiny_imagenet", data_root=str(tmp_path), batch_size=4, val_fraction=0.25,
-                                  image_size=16)
+    dm = ClassificationDataModule(
+        "tiny_imagenet", data_root=str(tmp_path), batch_size=4, val_fraction=0.25, image_size=16
+    )
     assert dm.num_classes == 3
     x, _ = next(iter(dm.train_dataloader()))
     assert x.shape == (4, 3, 16, 16)
@@ -92,6 +93,6 @@ def test_shard_samplers_cover_the_single_process_batches():
     ranks = [list(ShuffledShardSampler(data, 2, r, seed=3)) for r in (0, 1)]
     # global batch k of size 4 = rank batches k of size 2
     for k in range(5):
-        assert sorted(single[4 * k:4 * k + 4]) == sorted(ranks[0][2 * k:2 * k + 2] + ranks[1][2 * k:2 * k + 2])
+        assert sorted(single[4 * k : 4 * k + 4]) == sorted(ranks[0][2 * k : 2 * k + 2] + ranks[1][2 * k : 2 * k + 2])
     shards = [list(UnpaddedShardSampler(list(range(7)), 2, r)) for r in (0, 1)]
     assert sorted(shards[0] + shards[1]) == list(range(7)) and len(UnpaddedShardSampler(range(7), 2, 1)) == 3

@@ -62,7 +62,7 @@ class CalibratedClassifier(pl.LightningModule):
 
         Args:
             num_classes: number of classes (must match the datamodule).
-            backbone: small_cnn | resnet50 | resnet101 | resnet50_cifar | resnet101_cifar | resnet50_tiny | resnet101_tiny.
+            backbone: small_cnn | resnet50 | resnet101 | resnet{50,101}_cifar | resnet{50,101}_tiny.
             in_channels: input channels (1 for digits).
             pretrained: a weights file for the backbone (nothing is downloaded).
             loss: training loss called as loss(logits, targets) (default: cross-entropy).
@@ -163,8 +163,10 @@ class CalibratedClassifier(pl.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
-        optimizer = torch.optim.SGD(self.parameters(), lr=hp.lr, momentum=hp.momentum,
-                                    weight_decay=hp.weight_decay, nesterov=hp.nesterov)
-        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(hp.milestones or []),
-                                                         gamma=hp.lr_gamma)
+        optimizer = torch.optim.SGD(
+            self.parameters(), lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay, nesterov=hp.nesterov
+        )
+        scheduler = torch.optim.lr_scheduler.MultiStepLR(
+            optimizer, milestones=list(hp.milestones or []), gamma=hp.lr_gamma
+        )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}

@@ -147,8 +147,9 @@ def read_image_folder(root: str | Path, split: str = "train", classes: list[str]
     classes = classes if classes is not None else found
     unknown = sorted(set(found) - set(classes))
     if not classes or unknown:
-        raise DatasetLayoutError(f"class folders {unknown or 'none'} do not match the train classes", folder,
-                                 IMAGEFOLDER_LAYOUT)
+        raise DatasetLayoutError(
+            f"class folders {unknown or 'none'} do not match the train classes", folder, IMAGEFOLDER_LAYOUT
+        )
     samples = [
         (p, i)
         for i, name in enumerate(classes)
