@@ -35,12 +35,27 @@ def train_once(loss_name: str, kwargs: dict, seed: int, epochs: int) -> dict[str
     """One `acls train`-equivalent run on noisy digits; returns the test metrics of the best-val-acc checkpoint."""
     pl.seed_everything(seed, verbose=False)
     data = ClassificationDataModule("digits", noise=0.5, val_fraction=0.2, batch_size=64)
-    model = ACLSClassifier(num_classes=10, backbone="small_cnn", in_channels=1, lr=0.05, milestones=[20],
-                           loss=build_loss(loss_name, 10, **kwargs), cpu_threads=1)
+    model = ACLSClassifier(
+        num_classes=10,
+        backbone="small_cnn",
+        in_channels=1,
+        lr=0.05,
+        milestones=[20],
+        loss=build_loss(loss_name, 10, **kwargs),
+        cpu_threads=1,
+    )
     with tempfile.TemporaryDirectory() as folder:
-        trainer = pl.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, gradient_clip_val=2.0, logger=False,
-                             default_root_dir=folder, enable_progress_bar=False, enable_model_summary=False,
-                             callbacks=[ModelCheckpoint(dirpath=folder, monitor="val/acc", mode="max")])
+        trainer = pl.Trainer(
+            max_epochs=epochs,
+            accelerator="cpu",
+            devices=1,
+            gradient_clip_val=2.0,
+            logger=False,
+            default_root_dir=folder,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            callbacks=[ModelCheckpoint(dirpath=folder, monitor="val/acc", mode="max")],
+        )
         trainer.fit(model, datamodule=data)
         trainer.test(model, datamodule=data, ckpt_path="best", verbose=False, weights_only=False)
     results = model.test_results
@@ -89,8 +104,11 @@ def main() -> None:
             start = time.perf_counter()
             rows[name].append(train_once(loss_name, kwargs, seed, args.epochs))
             r = rows[name][-1]
-            print(f"{name} seed {seed}: acc {100 * r['acc']:.2f} ece {100 * r['ece']:.2f} "
-                  f"({time.perf_counter() - start:.0f}s)", flush=True)
+            print(
+                f"{name} seed {seed}: acc {100 * r['acc']:.2f} ece {100 * r['ece']:.2f} "
+                f"({time.perf_counter() - start:.0f}s)",
+                flush=True,
+            )
 
     def cell(values: list[float], scale: float = 100.0) -> str:
         spread = statistics.stdev(values) if len(values) > 1 else 0.0
@@ -106,9 +124,13 @@ def main() -> None:
     if "CE" in rows and "ACLS (m 7)" in rows:
         ce_ece = statistics.mean(r["ece"] for r in rows["CE"])
         acls_ece = statistics.mean(r["ece"] for r in rows["ACLS (m 7)"])
-        gap = 100 * (statistics.mean(r["acc"] for r in rows["ACLS (m 7)"]) - statistics.mean(r["acc"] for r in rows["CE"]))
-        print(f"\nACLS ECE / CE ECE = {acls_ece / ce_ece:.2f} (target <= 0.5); ACLS - CE accuracy = {gap:+.2f} points "
-              f"(target within 1)")
+        gap = 100 * (
+            statistics.mean(r["acc"] for r in rows["ACLS (m 7)"]) - statistics.mean(r["acc"] for r in rows["CE"])
+        )
+        print(
+            f"\nACLS ECE / CE ECE = {acls_ece / ce_ece:.2f} (target <= 0.5); ACLS - CE accuracy = {gap:+.2f} points "
+            f"(target within 1)"
+        )
 
     if args.cost_repeats:
         cost = loss_cost(args.cost_repeats, args.cost_batch)
@@ -117,8 +139,10 @@ def main() -> None:
         print("| loss | ResNet-50 step, batch " + str(args.cost_batch) + " | loss alone, 256 x 200 logits |")
         print("| --- | --- | --- |")
         for name, (step, alone) in cost.items():
-            print(f"| {name} | {step / base_step:.3f}x ({1000 * step:.0f} ms) | {alone / base_loss:.2f}x "
-                  f"({1e6 * alone:.0f} us) |")
+            print(
+                f"| {name} | {step / base_step:.3f}x ({1000 * step:.0f} ms) | {alone / base_loss:.2f}x "
+                f"({1e6 * alone:.0f} us) |"
+            )
 
 
 if __name__ == "__main__":

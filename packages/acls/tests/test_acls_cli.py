@@ -19,8 +19,14 @@ RECIPE = ["--trainer.max_epochs=4", "--model.lr=0.1", "--model.milestones=[3]", 
 def _acls(folder: Path, *args: str) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.run([sys.executable, "-m", "acls", "train", *RECIPE, *args], cwd=folder, env=env,
-                          capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [sys.executable, "-m", "acls", "train", *RECIPE, *args],
+        cwd=folder,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     runs = sorted((folder / "runs" / "acls").glob("version_*"))
     result = json.loads((runs[-1] / "calibration.json").read_text())

@@ -10,6 +10,13 @@ from acls.losses import (
     build_loss,
 )
 
-__all__ = ["ACLSLoss", "AdaptiveFocalLoss", "CrossEntropyLoss", "FocalLoss", "LabelSmoothingLoss", "MbLSLoss",
-           "build_loss"]
+__all__ = [
+    "ACLSLoss",
+    "AdaptiveFocalLoss",
+    "CrossEntropyLoss",
+    "FocalLoss",
+    "LabelSmoothingLoss",
+    "MbLSLoss",
+    "build_loss",
+]
 __version__ = "0.1.0"

@@ -37,7 +37,11 @@ def acls_regulariser(logits: Tensor, pos_lambda: float, neg_lambda: float, margi
 
 
 def acls_loss(
-    logits: Tensor, targets: Tensor, pos_lambda: float = 1.0, neg_lambda: float = 0.1, alpha: float = 0.1,
+    logits: Tensor,
+    targets: Tensor,
+    pos_lambda: float = 1.0,
+    neg_lambda: float = 0.1,
+    alpha: float = 0.1,
     margin: float = 10.0,
 ) -> dict[str, Tensor]:
     """L_ACLS = CE(z, y) + alpha R (ACLS eq. for the total loss); returns {"loss", "ce", "reg"}."""
@@ -69,7 +73,10 @@ def adaptive_gamma(pt: Tensor, gamma: float = 3.0) -> Tensor:
 
 
 def margin_loss(logits: Tensor, targets: Tensor, margin: float = 10.0, alpha: float = 0.1) -> dict[str, Tensor]:
-    """MbLS (Liu et al. CVPR 2022): CE + alpha mean over N x K of [z_max - z_k - m]_+; returns {"loss", "ce", "margin"}."""
+    """MbLS (Liu et al. CVPR 2022): CE + alpha mean over N x K of [z_max - z_k - m]_+.
+
+    Returns {"loss", "ce", "margin"}.
+    """
     logits, targets = _as_rows(logits, targets)
     ce = F.cross_entropy(logits, targets)
     gap = F.relu(logits.max(dim=1, keepdim=True).values - logits - margin).mean()
@@ -87,8 +94,14 @@ class _LoggedLoss(nn.Module):
 
 
 class ACLSLoss(_LoggedLoss):
-    def __init__(self, num_classes: int, pos_lambda: float = 1.0, neg_lambda: float = 0.1, alpha: float = 0.1,
-                 margin: float = 10.0) -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        pos_lambda: float = 1.0,
+        neg_lambda: float = 0.1,
+        alpha: float = 0.1,
+        margin: float = 10.0,
+    ) -> None:
         """Adaptive and conditional label smoothing (official argument names and Tiny-ImageNet defaults).
 
         Args:
@@ -162,8 +175,14 @@ class MbLSLoss(_LoggedLoss):
         return self._finish(margin_loss(logits, targets, self.margin, self.alpha))
 
 
-LOSSES = {"ce": CrossEntropyLoss, "ls": LabelSmoothingLoss, "focal": FocalLoss, "flsd": AdaptiveFocalLoss,
-          "mbls": MbLSLoss, "acls": ACLSLoss}
+LOSSES = {
+    "ce": CrossEntropyLoss,
+    "ls": LabelSmoothingLoss,
+    "focal": FocalLoss,
+    "flsd": AdaptiveFocalLoss,
+    "mbls": MbLSLoss,
+    "acls": ACLSLoss,
+}
 
 
 def build_loss(name: str, num_classes: int, **kwargs: float) -> _LoggedLoss:
