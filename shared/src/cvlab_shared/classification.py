@@ -1,6 +1,7 @@
 """`CalibratedClassifier`: a plain LightningModule for image classification evaluated for calibration.
 
-Paper packages subclass it and override `training_loss(batch)` (a calibration loss, a mixup scheme...). It
+Paper packages pass a `loss` module (called as `loss(logits, targets)`; its detached `components` dict, if any,
+is logged) or subclass it and override `training_loss(batch)` (a mixup scheme...). It
 - builds the backbone with `build_model` (`self.model`, with `forward_feature_map` / `forward_head`),
 - trains with SGD + MultiStepLR (the official recipe; gradient clipping is the Trainer's `gradient_clip_val`),
 - logs val/acc, val/nll, val/ece every epoch from logits gathered over DDP ranks,
@@ -17,7 +18,6 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from cvlab_shared.metrics.calibration import DEFAULT_BINS, calibration_report
@@ -46,6 +46,7 @@ class CalibratedClassifier(pl.LightningModule):
         backbone: str = "small_cnn",
         in_channels: int = 3,
         pretrained: str | None = None,
+        loss: torch.nn.Module | None = None,
         lr: float = 0.1,
         momentum: float = 0.9,
         weight_decay: float = 5e-4,
@@ -61,9 +62,10 @@ class CalibratedClassifier(pl.LightningModule):
 
         Args:
             num_classes: number of classes (must match the datamodule).
-            backbone: small_cnn | resnet50 | resnet101 | resnet50_cifar | resnet101_cifar | resnet50_tiny | resnet101_tiny.
+            backbone: small_cnn | resnet50 | resnet101 | resnet{50,101}_cifar | resnet{50,101}_tiny.
             in_channels: input channels (1 for digits).
             pretrained: a weights file for the backbone (nothing is downloaded).
+            loss: training loss called as loss(logits, targets) (default: cross-entropy).
             lr: SGD learning rate.
             momentum: SGD momentum.
             weight_decay: SGD weight decay.
@@ -76,7 +78,8 @@ class CalibratedClassifier(pl.LightningModule):
             cpu_threads: torch CPU threads (None keeps torch's default; 1 is fastest for tiny models on a busy CPU).
         """
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["loss"])
+        self.loss = loss if loss is not None else torch.nn.CrossEntropyLoss()
         self.model = build_model(backbone, num_classes, pretrained=pretrained, in_channels=in_channels)
         self.val_logits = LogitCollector()
         self.test_logits = torch.nn.ModuleList([LogitCollector(), LogitCollector()])
@@ -86,10 +89,10 @@ class CalibratedClassifier(pl.LightningModule):
         return self.model(x)
 
     def training_loss(self, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
-        """The loss to minimise and extra values to log; cross-entropy here, overridden by paper packages."""
+        """The loss to minimise and extra values to log (the loss module's `components`, if it keeps any)."""
         x, y = batch
-        loss = F.cross_entropy(self(x), y)
-        return loss, {}
+        loss = self.loss(self(x), y)
+        return loss, dict(getattr(self.loss, "components", {}))
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         loss, parts = self.training_loss(batch)
@@ -145,13 +148,13 @@ class CalibratedClassifier(pl.LightningModule):
             "test_ts": {k: float(v) for k, v in after.items()},
             "num_test_samples": int(test_targets.numel()),
         }
+        folder = Path(self.trainer.log_dir or ".")  # a collective under DDP: every rank must ask
         if self.trainer.is_global_zero:
-            self._write_outputs(test_logits, test_targets, temperature)
+            self._write_outputs(folder, test_logits, test_targets, temperature)
 
-    def _write_outputs(self, logits: Tensor, targets: Tensor, temperature: float) -> None:
+    def _write_outputs(self, folder: Path, logits: Tensor, targets: Tensor, temperature: float) -> None:
         results = self.test_results
         print(format_report(results["test"], results["test_ts"], temperature), flush=True)
-        folder = Path(self.trainer.log_dir or ".")
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "calibration.json").write_text(json.dumps(results, indent=2))
         panels = {"test": (logits, targets), f"test, T={temperature:.2f}": (logits / temperature, targets)}
@@ -160,8 +163,10 @@ class CalibratedClassifier(pl.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
-        optimizer = torch.optim.SGD(self.parameters(), lr=hp.lr, momentum=hp.momentum,
-                                    weight_decay=hp.weight_decay, nesterov=hp.nesterov)
-        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(hp.milestones or []),
-                                                         gamma=hp.lr_gamma)
+        optimizer = torch.optim.SGD(
+            self.parameters(), lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay, nesterov=hp.nesterov
+        )
+        scheduler = torch.optim.lr_scheduler.MultiStepLR(
+            optimizer, milestones=list(hp.milestones or []), gamma=hp.lr_gamma
+        )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}

@@ -147,8 +147,9 @@ def read_image_folder(root: str | Path, split: str = "train", classes: list[str]
     classes = classes if classes is not None else found
     unknown = sorted(set(found) - set(classes))
     if not classes or unknown:
-        raise DatasetLayoutError(f"class folders {unknown or 'none'} do not match the train classes", folder,
-                                 IMAGEFOLDER_LAYOUT)
+        raise DatasetLayoutError(
+            f"class folders {unknown or 'none'} do not match the train classes", folder, IMAGEFOLDER_LAYOUT
+        )
     samples = [
         (p, i)
         for i, name in enumerate(classes)
@@ -192,7 +193,7 @@ def stratified_holdout(labels: np.ndarray, fraction: float, seed: int) -> tuple[
     keep, held = [], []
     for label in np.unique(labels):
         members = rng.permutation(np.flatnonzero(labels == label))
-        count = int(round(fraction * len(members)))
+        count = max(1, int(round(fraction * len(members)))) if fraction > 0 else 0
         held.append(members[:count])
         keep.append(members[count:])
     return np.sort(np.concatenate(keep)), np.sort(np.concatenate(held))

@@ -185,17 +185,25 @@ class ClassificationDataModule(pl.LightningDataModule):
         world, rank = self._world()
         data = self.splits["train"]
         sampler = ShuffledShardSampler(data, num_replicas=world, rank=rank, seed=self.shuffle_seed)
-        return DataLoader(data, batch_size=self._per_rank_batch(world), sampler=sampler,
-                          num_workers=self.num_workers, drop_last=self.drop_last,
-                          persistent_workers=self.num_workers > 0)
+        return DataLoader(
+            data,
+            batch_size=self._per_rank_batch(world),
+            sampler=sampler,
+            num_workers=self.num_workers,
+            drop_last=self.drop_last,
+            persistent_workers=self.num_workers > 0,
+        )
 
     def _eval_loader(self, split: str) -> DataLoader:
         self.setup()
         world, rank = self._world()
         data = self.splits[split]
-        return DataLoader(data, batch_size=self._per_rank_batch(world),
-                          sampler=UnpaddedShardSampler(data, num_replicas=world, rank=rank),
-                          num_workers=self.num_workers)
+        return DataLoader(
+            data,
+            batch_size=self._per_rank_batch(world),
+            sampler=UnpaddedShardSampler(data, num_replicas=world, rank=rank),
+            num_workers=self.num_workers,
+        )
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader("val")

@@ -14,7 +14,9 @@ import numpy as np
 from cvlab_shared.data.classification import CIFAR_LAYOUTS
 
 
-def _class_images(num_classes: int, per_class: int, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _class_images(
+    num_classes: int, per_class: int, size: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """uint8 images (N, size, size, 3): a class colour plus noise; labels in class-major order."""
     colours = rng.uniform(30, 225, size=(num_classes, 3))
     labels = np.repeat(np.arange(num_classes), per_class)
@@ -50,7 +52,11 @@ def _save_png_or_jpeg(array: np.ndarray, path: Path) -> None:
 
 
 def write_synthetic_tiny_imagenet(
-    root: str | Path, num_classes: int = 4, train_per_class: int = 10, val_per_class: int = 3, size: int = 64,
+    root: str | Path,
+    num_classes: int = 4,
+    train_per_class: int = 10,
+    val_per_class: int = 3,
+    size: int = 64,
     seed: int = 0,
 ) -> Path:
     """Write `tiny-imagenet-200/` with wnids.txt, train/<wnid>/images/*.JPEG and val/ with val_annotations.txt."""
@@ -74,7 +80,11 @@ def write_synthetic_tiny_imagenet(
 
 
 def write_synthetic_image_folder(
-    root: str | Path, num_classes: int = 3, train_per_class: int = 8, test_per_class: int = 3, size: int = 32,
+    root: str | Path,
+    num_classes: int = 3,
+    train_per_class: int = 8,
+    test_per_class: int = 3,
+    size: int = 32,
     seed: int = 0,
 ) -> Path:
     """Write `<root>/{train,test}/class_<k>/<i>.png`."""

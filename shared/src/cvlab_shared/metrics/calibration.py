@@ -21,7 +21,9 @@ DEFAULT_BINS = 15
 
 def _check(logits: Tensor, targets: Tensor) -> None:
     if logits.ndim != 2 or targets.ndim != 1 or logits.shape[0] != targets.shape[0]:
-        raise ValueError(f"expected logits (N, K) and targets (N,), got {tuple(logits.shape)} and {tuple(targets.shape)}")
+        raise ValueError(
+            f"expected logits (N, K) and targets (N,), got {tuple(logits.shape)} and {tuple(targets.shape)}"
+        )
     if logits.shape[0] == 0:
         raise ValueError("calibration metrics need at least one sample")
 
@@ -47,7 +49,9 @@ def equal_mass_edges(conf: Tensor, n_bins: int) -> Tensor:
     return edges.to(conf.dtype)
 
 
-def bin_statistics(conf: Tensor, correct: Tensor, edges: Tensor, include_lowest: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+def bin_statistics(
+    conf: Tensor, correct: Tensor, edges: Tensor, include_lowest: bool = False
+) -> tuple[Tensor, Tensor, Tensor]:
     """Per bin (lower, upper]: (count, sum of confidences, sum of correct); `include_lowest` closes the first bin."""
     index = torch.bucketize(conf, edges, right=False) - 1
     if include_lowest:
@@ -55,9 +59,13 @@ def bin_statistics(conf: Tensor, correct: Tensor, edges: Tensor, include_lowest:
     valid = (index >= 0) & (index < edges.numel() - 1)
     index = index[valid]
     n_bins = edges.numel() - 1
-    count = torch.zeros(n_bins, dtype=torch.float64, device=conf.device).index_add_(0, index, torch.ones_like(index, dtype=torch.float64))
+    count = torch.zeros(n_bins, dtype=torch.float64, device=conf.device).index_add_(
+        0, index, torch.ones_like(index, dtype=torch.float64)
+    )
     conf_sum = torch.zeros(n_bins, dtype=torch.float64, device=conf.device).index_add_(0, index, conf[valid].double())
-    correct_sum = torch.zeros(n_bins, dtype=torch.float64, device=conf.device).index_add_(0, index, correct[valid].double())
+    correct_sum = torch.zeros(n_bins, dtype=torch.float64, device=conf.device).index_add_(
+        0, index, correct[valid].double()
+    )
     return count, conf_sum, correct_sum
 
 

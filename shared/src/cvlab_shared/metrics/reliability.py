@@ -20,8 +20,14 @@ def reliability_diagram(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, len(panels), figsize=(4 * len(panels), 5.5), squeeze=False,
-                             gridspec_kw={"height_ratios": [3, 1]}, sharex=True)
+    fig, axes = plt.subplots(
+        2,
+        len(panels),
+        figsize=(4 * len(panels), 5.5),
+        squeeze=False,
+        gridspec_kw={"height_ratios": [3, 1]},
+        sharex=True,
+    )
     for column, (title, (logits, targets)) in enumerate(panels.items()):
         conf, pred = confidences(logits.detach().float().cpu())
         edges = equal_width_edges(n_bins, conf)
@@ -33,11 +39,23 @@ def reliability_diagram(
         mean_conf = conf_sum[filled] / count[filled]
         top, bottom = axes[0, column], axes[1, column]
         top.bar(centres[filled], acc, width=width, edgecolor="black", color="tab:blue", label="accuracy")
-        top.bar(centres[filled], mean_conf - acc, bottom=acc, width=width, color="tab:red", alpha=0.35,
-                edgecolor="tab:red", label="gap to confidence")
+        top.bar(
+            centres[filled],
+            mean_conf - acc,
+            bottom=acc,
+            width=width,
+            color="tab:red",
+            alpha=0.35,
+            edgecolor="tab:red",
+            label="gap to confidence",
+        )
         top.plot([0, 1], [0, 1], "k--", linewidth=1)
-        top.set(xlim=(0, 1), ylim=(0, 1), ylabel="accuracy",
-                title=f"{title}\nECE {100 * ece(logits.detach().float().cpu(), targets.cpu(), n_bins).item():.2f}%")
+        top.set(
+            xlim=(0, 1),
+            ylim=(0, 1),
+            ylabel="accuracy",
+            title=f"{title}\nECE {100 * ece(logits.detach().float().cpu(), targets.cpu(), n_bins).item():.2f}%",
+        )
         top.legend(loc="upper left", fontsize=8)
         bottom.bar(centres, count / max(count.sum(), 1), width=width, color="grey", edgecolor="black")
         bottom.set(xlabel="confidence", ylabel="share")

@@ -70,9 +70,13 @@ class ResNetBody(nn.Module):
 def small_cnn_body(in_channels: int = 1, width: int = 32) -> nn.Sequential:
     """conv-ReLU-conv-ReLU-maxpool-conv-ReLU: 8x8 input -> (4 * width) x 4 x 4."""
     return nn.Sequential(
-        nn.Conv2d(in_channels, width, 3, padding=1), nn.ReLU(inplace=True),
-        nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
-        nn.Conv2d(2 * width, 4 * width, 3, padding=1), nn.ReLU(inplace=True),
+        nn.Conv2d(in_channels, width, 3, padding=1),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(width, 2 * width, 3, padding=1),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(2),
+        nn.Conv2d(2 * width, 4 * width, 3, padding=1),
+        nn.ReLU(inplace=True),
     )
 
 
@@ -99,4 +103,3 @@ def build_model(
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
