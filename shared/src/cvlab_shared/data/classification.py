@@ -192,7 +192,7 @@ def stratified_holdout(labels: np.ndarray, fraction: float, seed: int) -> tuple[
     keep, held = [], []
     for label in np.unique(labels):
         members = rng.permutation(np.flatnonzero(labels == label))
-        count = int(round(fraction * len(members)))
+        count = max(1, int(round(fraction * len(members)))) if fraction > 0 else 0
         held.append(members[:count])
         keep.append(members[count:])
     return np.sort(np.concatenate(keep)), np.sort(np.concatenate(held))

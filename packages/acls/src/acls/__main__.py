@@ -1,0 +1,3 @@
+from acls.cli import main
+
+main()
