@@ -145,13 +145,13 @@ class CalibratedClassifier(pl.LightningModule):
             "test_ts": {k: float(v) for k, v in after.items()},
             "num_test_samples": int(test_targets.numel()),
         }
+        folder = Path(self.trainer.log_dir or ".")  # a collective under DDP: every rank must ask
         if self.trainer.is_global_zero:
-            self._write_outputs(test_logits, test_targets, temperature)
+            self._write_outputs(folder, test_logits, test_targets, temperature)
 
-    def _write_outputs(self, logits: Tensor, targets: Tensor, temperature: float) -> None:
+    def _write_outputs(self, folder: Path, logits: Tensor, targets: Tensor, temperature: float) -> None:
         results = self.test_results
         print(format_report(results["test"], results["test_ts"], temperature), flush=True)
-        folder = Path(self.trainer.log_dir or ".")
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "calibration.json").write_text(json.dumps(results, indent=2))
         panels = {"test": (logits, targets), f"test, T={temperature:.2f}": (logits / temperature, targets)}
