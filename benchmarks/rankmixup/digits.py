@@ -11,6 +11,7 @@ Every run uses the packaged default (`rankmixup/configs/default.yaml`: small CNN
 The model of the last epoch is evaluated (no checkpoint selection). CE is the reference measured in the same run.
 
     uv run python benchmarks/rankmixup/digits.py [--seeds 0 1 2] [--epochs 30] [--out digits_results.json]
+    uv run python benchmarks/rankmixup/digits.py --only CE ACLS      # no selection; ACLS needs acls installed
 """
 
 from __future__ import annotations
@@ -88,18 +89,24 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--out", default=None, help="also write all results as JSON here")
+    parser.add_argument("--only", nargs="+", default=None,
+                        help="skip the selection and run only the methods whose names start with these (e.g. CE ACLS)")
     args = parser.parse_args()
     start = time.time()
     torch.set_num_threads(1)
-    selection = {}
-    for name, model_args in GRID.items():
-        selection[name] = run(model_args, seed=0, epochs=args.epochs)["val_ece"]
-        print(f"[{time.time() - start:5.0f}s] selection {name}: val ECE {100 * selection[name]:.2f}", flush=True)
-    best_mrl = min((k for k in GRID if k.startswith("MRL")), key=selection.get)
-    best_ndcg = min((k for k in GRID if k.startswith("M-NDCG")), key=selection.get)
-    methods = {**PAPER, f"{best_mrl} (val-selected)": GRID[best_mrl], f"{best_ndcg} (val-selected)": GRID[best_ndcg]}
+    selection: dict[str, float] = {}
+    methods: dict[str, dict[str, Any]] = dict(PAPER)
+    if args.only is None:
+        for name, model_args in GRID.items():
+            selection[name] = run(model_args, seed=0, epochs=args.epochs)["val_ece"]
+            print(f"[{time.time() - start:5.0f}s] selection {name}: val ECE {100 * selection[name]:.2f}", flush=True)
+        best_mrl = min((k for k in GRID if k.startswith("MRL")), key=selection.get)
+        best_ndcg = min((k for k in GRID if k.startswith("M-NDCG")), key=selection.get)
+        methods.update({f"{best_mrl} (val-selected)": GRID[best_mrl], f"{best_ndcg} (val-selected)": GRID[best_ndcg]})
     if acls_available():
         methods["ACLS (acls package defaults)"] = {"acls": True}
+    if args.only is not None:
+        methods = {k: v for k, v in methods.items() if k.startswith(tuple(args.only))}
     results: dict[str, list[dict[str, float]]] = {}
     for name, model_args in methods.items():
         is_acls = model_args.get("acls", False)
@@ -114,7 +121,8 @@ def main() -> None:
         col = lambda key, scale=100.0: fmt([r[key] for r in rows], scale)  # noqa: E731
         print(f"| {name} | {col('test_acc')} | {col('test_ece')} | {col('test_aece')} | {col('test_cece')} | "
               f"{col('test_nll', 1.0)} | {col('ts_ece')} | {col('ts_aece')} | {col('ts_nll', 1.0)} | {col('val_ece')} |")
-    print("\nselection grid (seed 0, validation ECE %): " + ", ".join(f"{k}: {100 * v:.2f}" for k, v in selection.items()))
+    if selection:
+        print("\nselection grid (seed 0, validation ECE %): " + ", ".join(f"{k}: {100 * v:.2f}" for k, v in selection.items()))
     if args.out:
         with open(args.out, "w") as handle:
             json.dump({"selection": selection, "results": results, "seeds": args.seeds, "epochs": args.epochs},
