@@ -10,7 +10,8 @@ Rows:
   network graph as MRL/M-NDCG) - the cost the ranking losses add;
 - step vs plain mixup: against mixup that only trains on the mixed copies (no backward through the raw pass).
 
-    uv run python benchmarks/rankmixup/step_cost.py [--backbone resnet50_cifar --batch 32 --repeats 7]
+    uv run python benchmarks/rankmixup/step_cost.py --backbone resnet50_cifar --batch 16 --size 32
+    uv run python benchmarks/rankmixup/step_cost.py --backbone small_cnn --batch 64 --size 8 --repeats 21
 """
 
 from __future__ import annotations
@@ -62,13 +63,16 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--loss-repeats", type=int, default=200)
     parser.add_argument("--layer-mix", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is steadiest on a busy machine)")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     num_classes = 10
-    model = build_model(args.backbone, num_classes=num_classes).train()
-    x = torch.randn(args.batch, 3, args.size, args.size)
+    channels = 1 if args.backbone == "small_cnn" else 3
+    model = build_model(args.backbone, num_classes=num_classes, in_channels=channels).train()
+    x = torch.randn(args.batch, channels, args.size, args.size)
     y = torch.randint(0, num_classes, (args.batch,))
-    print(f"backbone {args.backbone}, batch {args.batch}x3x{args.size}x{args.size}, layer_mix {args.layer_mix}, "
+    print(f"backbone {args.backbone}, batch {args.batch}x{channels}x{args.size}x{args.size}, layer_mix {args.layer_mix}, "
           f"{torch.get_num_threads()} threads, repeats {args.repeats} (median)")
     rows = []
     for name, copies, loss in [("MRL", 1, MRLLoss(num_classes)), ("M-NDCG", 3, MNDCGLoss(num_classes))]:
