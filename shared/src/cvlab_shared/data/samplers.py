@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator, Sized
 
 from torch.utils.data import DistributedSampler
@@ -13,12 +14,20 @@ class ShuffledShardSampler(DistributedSampler):
     With one process this is a plain seeded shuffle; with W processes and a per-rank batch of B/W, the W rank
     batches of step k together hold exactly the single-process batch k of size B, so DDP training follows the
     single-process run. Lightning calls `set_epoch` and leaves DistributedSampler subclasses in place.
+
+    When the dataset size does not split evenly, the last `len % W` indices of each epoch's permutation are
+    dropped (a different few each epoch) so every rank runs the same number of steps; a warning says so.
     """
 
     def __init__(self, dataset: Sized, num_replicas: int = 1, rank: int = 0, seed: int = 0) -> None:
-        if len(dataset) % num_replicas:
-            raise ValueError(f"{len(dataset)} training samples do not split evenly over {num_replicas} processes")
-        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=False)
+        uneven = len(dataset) % num_replicas
+        if uneven and rank == 0:
+            warnings.warn(
+                f"{len(dataset)} training samples do not split evenly over {num_replicas} processes: "
+                f"{uneven} sample(s) of each epoch's shuffle are left out",
+                stacklevel=2,
+            )
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=bool(uneven))
 
 
 class UnpaddedShardSampler(DistributedSampler):
