@@ -40,10 +40,10 @@ def test_no_curriculum_is_one_stage_with_every_camera(tmp_path, monkeypatch, cap
     assert "stage 1/1 cameras [0, 1, 2]" in out
 
 
-def test_max_epochs_must_leave_room_for_adaptation(tmp_path, monkeypatch):
+def test_max_epochs_below_source_epochs_is_rejected(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ValueError, match="max_epochs"):
-        main(["train", *TINY, "--trainer.max_epochs=1"])
+        main(["train", *TINY, "--model.source_epochs=3", "--trainer.max_epochs=2"])
 
 
 @pytest.mark.slow

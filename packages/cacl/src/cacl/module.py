@@ -19,9 +19,9 @@ from torch import nn
 
 from cacl.clustering import cluster_statistics, pseudo_labels
 from cacl.curriculum import CameraCurriculum, camera_curriculum
-from cacl.evaluation import retrieval_metrics
 from cacl.losses import CameraDiversityLoss
 from cacl.memory import ClusterMemory, all_gather_rows, class_centroids, distributed
+from cvlab_shared.metrics.retrieval import evaluate_retrieval
 from cvlab_shared.models.reid import build_model
 
 
@@ -109,8 +109,9 @@ class CaclModule(pl.LightningModule):
     def on_fit_start(self) -> None:
         if self.trainer.reload_dataloaders_every_n_epochs != 1:
             raise ValueError("CaCL rebuilds its training loaders each epoch: set trainer.reload_dataloaders_every_n_epochs=1")
-        if self.trainer.max_epochs is None or self.trainer.max_epochs <= self.hparams.source_epochs:
-            raise ValueError(f"trainer.max_epochs must exceed source_epochs={self.hparams.source_epochs}")
+        if self.trainer.max_epochs is None or self.trainer.max_epochs < self.hparams.source_epochs:
+            raise ValueError(f"trainer.max_epochs must be at least source_epochs={self.hparams.source_epochs} "
+                             "(equal: source-only training)")
 
     def configure_optimizers(self):
         opt = torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
@@ -246,8 +247,14 @@ class CaclModule(pl.LightningModule):
     def evaluate_target(self) -> dict[str, float]:
         """mAP / CMC of the current model on the target query/gallery (outside the Lightning loops)."""
         dm = self.trainer.datamodule
-        feats = F.normalize(self.extract(dm.query + dm.gallery), dim=1)
-        return retrieval_metrics(feats[: len(dm.query)], feats[len(dm.query):], dm.query, dm.gallery)
+        return self._metrics(F.normalize(self.extract(dm.query + dm.gallery), dim=1))
+
+    def _metrics(self, feats: torch.Tensor) -> dict[str, float]:
+        """Market protocol on target query/gallery features (same id + camera removed, non-interpolated mAP)."""
+        q, g = self.trainer.datamodule.query, self.trainer.datamodule.gallery
+        out = evaluate_retrieval(feats[: len(q)], feats[len(q):], [r.pid for r in q], [r.pid for r in g],
+                                 [r.camid for r in q], [r.camid for r in g])
+        return {name: float(out[name]) for name in ("mAP", "rank1", "rank5")}
 
     def validation_step(self, batch, batch_idx: int) -> None:
         images, _, _, index = batch
@@ -264,7 +271,7 @@ class CaclModule(pl.LightningModule):
         feats, index = all_gather_rows(feats), all_gather_rows(index)
         full = torch.zeros(len(dm.query) + len(dm.gallery), dim, device=self.device)
         full[index] = feats
-        metrics = retrieval_metrics(full[: len(dm.query)], full[len(dm.query):], dm.query, dm.gallery)
+        metrics = self._metrics(full)
         self._val_batches = []
         for name, value in metrics.items():
             self.log(f"{stage}/{name}", value, rank_zero_only=False, sync_dist=False)
