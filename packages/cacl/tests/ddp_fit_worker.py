@@ -1,5 +1,6 @@
 """Run as a script: a tiny CaCL fit under DDP (2 CPU processes, gloo); each rank saves its memory and cluster state.
 
+The source classifier is unused after the source epochs, hence `ddp_find_unused_parameters_true`.
 Used by test_cacl_module.py. Lightning's DDP launcher re-runs this script for the second process.
 """
 
@@ -43,7 +44,7 @@ if __name__ == "__main__":
     pl.seed_everything(0)
     model, data = tiny(out)
     trainer = pl.Trainer(
-        accelerator="cpu", devices=2, strategy="ddp", max_epochs=4, reload_dataloaders_every_n_epochs=1,
+        accelerator="cpu", devices=2, strategy="ddp_find_unused_parameters_true", max_epochs=4, reload_dataloaders_every_n_epochs=1,
         use_distributed_sampler=False, num_sanity_val_steps=0, logger=False, enable_checkpointing=False,
         enable_progress_bar=False, callbacks=[SaveState(out)], default_root_dir=str(out),
     )

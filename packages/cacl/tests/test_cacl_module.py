@@ -57,3 +57,14 @@ def test_ddp_ranks_hold_the_same_memory_clusters_and_metrics(tmp_path):
         torch.testing.assert_close(a["memory"], b["memory"])
         torch.testing.assert_close(a["weights"], b["weights"])
         assert a["val_mAP"] == b["val_mAP"]
+
+
+@pytest.mark.parametrize("name", ["cacl_resnet50_market2msmt", "cacl_resnet50_msmt2market", "cacl_resnet50_personx2market"])
+def test_dataset_configs_parse_and_name_the_expected_layout_when_data_is_missing(name, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit):
+        main(["train", "--config", name, "--print_config"])
+    printed = capsys.readouterr().out
+    assert "backbone: resnet50" in printed and "iters: 400" in printed
+    with pytest.raises(FileNotFoundError, match="expected"):
+        main(["train", "--config", name, "--trainer.accelerator=cpu", "--trainer.precision=32"])

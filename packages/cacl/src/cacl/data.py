@@ -31,27 +31,30 @@ def rank_and_world() -> tuple[int, int]:
 
 
 class RepeatedPKSampler(PKSampler):
-    """A PKSampler that runs its epochs back to back until exactly `iters` batches (per process) are drawn.
+    """P x K batches drawn from back-to-back PKSampler epochs until each process has exactly `iters` batches.
 
-    Cluster-Contrast and SpCL train a fixed number of iterations per epoch whatever the number of clusters.
+    Cluster-Contrast and SpCL train a fixed number of iterations per epoch whatever the number of clusters. The
+    batches are drawn for all processes at once (same seed everywhere) and dealt out round-robin, so a small
+    camera subset with a single P x K batch per pass still feeds every process.
     """
 
     def __init__(self, pids, p: int, k: int, iters: int, seed: int = 0) -> None:
-        super().__init__(pids, p, k, seed=seed)
+        super().__init__(pids, p, k, seed=seed, num_replicas=1, rank=0)
         self.iters = iters
+        self.process, self.processes = rank_and_world()
 
     def __iter__(self):
-        drawn, sub_epoch, base = 0, 0, self.epoch
-        while drawn < self.iters:
+        needed, batches, sub_epoch, base = self.iters * self.processes, [], 0, self.epoch
+        while len(batches) < needed:
             self.epoch = base * 1000 + sub_epoch
-            batches = self._batches()
-            if not batches:
-                raise ValueError(f"too few images for one P x K = {self.p} x {self.k} batch per process")
-            for batch in batches[: self.iters - drawn]:
-                yield from batch
-            drawn += min(len(batches), self.iters - drawn)
+            drawn = self._batches()
+            if not drawn:
+                raise ValueError(f"too few images or identities for one P x K = {self.p} x {self.k} batch")
+            batches += drawn
             sub_epoch += 1
         self.epoch = base
+        for batch in batches[self.process : needed : self.processes]:
+            yield from batch
 
     def __len__(self) -> int:
         return self.iters * self.p * self.k
