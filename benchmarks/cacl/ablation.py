@@ -1,8 +1,9 @@
 """CaCL ablation on the synthetic source -> target pair: source-only vs full CaCL vs no curriculum vs no CD loss.
 
 For each seed the source-only model is trained once (`cacl train` with max_epochs = source_epochs, the default
-config otherwise); the three adaptation variants resume from its last checkpoint, so they share the same source
-model and differ only in the adaptation. Every number is target test mAP / rank-1 measured in this run.
+config otherwise); the three adaptation variants start from its last checkpoint (`--model.source_checkpoint`,
+`--model.source_epochs=0`, max_epochs - source_epochs adaptation epochs), so they share the same source model and
+differ only in the adaptation. A finished source-only run found in --out is reused. Every number is target test mAP / rank-1 measured in this run.
 
     uv run python benchmarks/cacl/ablation.py --seeds 0 1 2 --jobs 2 --out /tmp/cacl_ablation
 """
@@ -52,6 +53,10 @@ def main() -> None:
     start = time.perf_counter()
     # the synthetic pair is written once, by a first source-only run, before anything runs in parallel
     def source_only(seed: int) -> tuple[int, dict]:
+        done = sorted((opts.out / f"source_s{seed}").glob("runs/cacl/version_*/metrics.csv"))
+        if done and (done[-1].parent / "checkpoints/last.ckpt").is_file():
+            return seed, {k: float(v) for r in csv.DictReader(open(done[-1])) for k, v in r.items()
+                          if k.startswith("test/") and v}
         return seed, run(opts.out / f"source_s{seed}", [*common, f"--seed_everything={seed}", f"--data.seed={seed}",
                                                        f"--trainer.max_epochs={opts.source_epochs}"])
     results: dict[str, dict[int, dict]] = {"source-only": {}}
@@ -64,8 +69,9 @@ def main() -> None:
             name, seed = job
             ckpt = opts.out / f"source_s{seed}" / "runs/cacl/version_0/checkpoints/last.ckpt"
             folder = opts.out / f"{list(VARIANTS).index(name)}_s{seed}"
-            args = [*common, f"--seed_everything={seed}", f"--data.seed={seed}", f"--trainer.max_epochs={opts.max_epochs}",
-                    f"--ckpt_path={ckpt}", *VARIANTS[name]]
+            args = [*common, f"--seed_everything={seed}", f"--data.seed={seed}", "--model.source_epochs=0",
+                    f"--model.source_checkpoint={ckpt}", f"--trainer.max_epochs={opts.max_epochs - opts.source_epochs}",
+                    *VARIANTS[name]]
             return name, seed, run(folder, args)
 
         for name, seed, metrics in pool.map(adapt, [(n, s) for s in opts.seeds for n in VARIANTS]):

@@ -23,6 +23,7 @@ from cacl.losses import CameraDiversityLoss
 from cacl.memory import ClusterMemory, all_gather_rows, class_centroids, distributed
 from cvlab_shared.metrics.retrieval import evaluate_retrieval
 from cvlab_shared.models.reid import build_model
+from cvlab_shared.models.weights import load_pretrained
 
 
 class CaclModule(pl.LightningModule):
@@ -38,6 +39,8 @@ class CaclModule(pl.LightningModule):
         weight_decay: Adam weight decay (5e-4).
         lr_step: epochs between x0.1 learning-rate steps, counted from the start of adaptation (0 = constant).
         source_epochs: supervised source epochs before adaptation (the source-only model).
+        source_checkpoint: a checkpoint of a source-only run whose network weights to start from (with
+            source_epochs=0): the adaptation variants of an ablation then share one source model.
         curriculum: camera curriculum on (paper) or one stage with every camera (ablation).
         cameras_per_stage: cameras added per stage (1 in the paper's figure).
         mmd_max_samples: at most this many features per set enter the MMD (seeded subsample).
@@ -67,6 +70,7 @@ class CaclModule(pl.LightningModule):
         weight_decay: float = 5e-4,
         lr_step: int = 0,
         source_epochs: int = 10,
+        source_checkpoint: str | None = None,
         curriculum: bool = True,
         cameras_per_stage: int = 1,
         mmd_max_samples: int = 1000,
@@ -87,6 +91,8 @@ class CaclModule(pl.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.model = build_model(backbone, 0, last_stride, pooling, width, pretrained)
+        if source_checkpoint:
+            load_pretrained(self.model, source_checkpoint, prefix="model.")
         self.source_classifier: nn.Linear | None = None
         self.memory = ClusterMemory(self.model.feature_dim, temperature, momentum)
         self.cd = CameraDiversityLoss(cd_normalize, cd_power, enabled=cd_loss)
