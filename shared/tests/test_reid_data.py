@@ -84,7 +84,7 @@ def test_writer_is_deterministic(tmp_path):
 
     a = write_synthetic_reid(tmp_path / "a", num_train_ids=4, num_test_ids=3, seed=5)
     b = write_synthetic_reid(tmp_path / "b", num_train_ids=4, num_test_ids=3, seed=5)
-    c = write_synthetic_reid(tmp_path / "c", num_train_ids=4, num_test_ids=3, seed=6)
+    write_synthetic_reid(tmp_path / "c", num_train_ids=4, num_test_ids=3, seed=6)
     assert digest(tmp_path / "a") == digest(tmp_path / "b") != digest(tmp_path / "c")
     assert a["camera_shift_order"] == b["camera_shift_order"]
 

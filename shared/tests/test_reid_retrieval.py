@@ -23,11 +23,19 @@ def _image_case(golden, name, drop_junk):
     dist = torch.tensor(case["distmat"], dtype=torch.float64)
     g_pids = np.array(case["g_pids"])
     cols = g_pids != -1 if drop_junk else np.ones(len(g_pids), bool)
-    return dist[:, cols], case["q_pids"], g_pids[cols].tolist(), case["q_camids"], np.array(case["g_camids"])[cols].tolist()
+    return (
+        dist[:, cols],
+        case["q_pids"],
+        g_pids[cols].tolist(),
+        case["q_camids"],
+        np.array(case["g_camids"])[cols].tolist(),
+    )
 
 
 def _check(out, expected, n=10):
-    np.testing.assert_allclose(out["cmc"][:n], expected["cmc_top10"][:n] if "cmc_top10" in expected else expected["cmc"][:n], atol=ATOL)
+    np.testing.assert_allclose(
+        out["cmc"][:n], expected["cmc_top10"][:n] if "cmc_top10" in expected else expected["cmc"][:n], atol=ATOL
+    )
     assert out["mAP"] == pytest.approx(expected["mAP"], abs=ATOL)
     if "mINP" in expected:
         assert out["mINP"] == pytest.approx(expected["mINP"], abs=ATOL)
@@ -37,9 +45,16 @@ def _check(out, expected, n=10):
 def test_market_python_protocol(golden, block):
     e = golden["entries"]
     # junk columns physically removed (as the loaders do) and junk masked by the evaluator give the same numbers
-    removed = evaluate_distmat(*_image_case(golden, "image_market_style", True), max_rank=10, block=block, per_query=True)
+    removed = evaluate_distmat(
+        *_image_case(golden, "image_market_style", True), max_rank=10, block=block, per_query=True
+    )
     masked = evaluate_distmat(*_image_case(golden, "image_market_style", False), max_rank=10, block=block)
-    for key in ("market_torchreid_python_junk_removed", "market_fastreid_junk_removed", "market_openreid_clustercontrast_junk_removed", "market_torchreid_cython_junk_removed"):
+    for key in (
+        "market_torchreid_python_junk_removed",
+        "market_fastreid_junk_removed",
+        "market_openreid_clustercontrast_junk_removed",
+        "market_torchreid_cython_junk_removed",
+    ):
         _check(removed, e[key]["outputs"])
         _check(masked, e[key]["outputs"])
     fr = e["market_fastreid_junk_removed"]["outputs"]
@@ -54,7 +69,9 @@ def test_market_junk_kept_as_negatives(golden):
 
 
 def test_market_official_matlab(golden):
-    out = evaluate_distmat(*_image_case(golden, "image_market_style", False), max_rank=10, ap="trapezoid", no_match="zero")
+    out = evaluate_distmat(
+        *_image_case(golden, "image_market_style", False), max_rank=10, ap="trapezoid", no_match="zero"
+    )
     _check(out, golden["entries"]["market_official_matlab"]["outputs"])
 
 
@@ -63,7 +80,9 @@ def test_invalid_query_skip_or_zero(golden):
     skip = evaluate_distmat(*_image_case(golden, "image_edge_invalid_query", True), max_rank=10)
     _check(skip, e["market_edge_torchreid"]["outputs"])
     assert (skip["num_queries"], skip["num_valid_queries"]) == (11, 10)
-    zero = evaluate_distmat(*_image_case(golden, "image_edge_invalid_query", False), max_rank=10, ap="trapezoid", no_match="zero")
+    zero = evaluate_distmat(
+        *_image_case(golden, "image_edge_invalid_query", False), max_rank=10, ap="trapezoid", no_match="zero"
+    )
     _check(zero, e["market_edge_official_matlab"]["outputs"])
 
 
@@ -73,17 +92,31 @@ def test_video_protocol_stmn_and_mars(golden):
     ids, cams, qidx = np.array(case["ids"]), np.array(case["cams"]), np.array(case["query_idx"])
     gal = ids != -1
     args = (feats[qidx], feats[gal], ids[qidx], ids[gal], cams[qidx], cams[gal])
-    _check(evaluate_retrieval(*args, metric="cosine", max_rank=10), golden["entries"]["video_stmn_Video_Cmc"]["outputs"])
-    _check(evaluate_retrieval(*args, metric="cosine", max_rank=10), golden["entries"]["video_torchreid_eval"]["outputs"])
+    _check(
+        evaluate_retrieval(*args, metric="cosine", max_rank=10), golden["entries"]["video_stmn_Video_Cmc"]["outputs"]
+    )
+    _check(
+        evaluate_retrieval(*args, metric="cosine", max_rank=10), golden["entries"]["video_torchreid_eval"]["outputs"]
+    )
     # official MARS: whole test set as gallery, junk (-1) treated as junk, trapezoidal AP
-    mars = evaluate_retrieval(feats[qidx], feats, ids[qidx], ids, cams[qidx], cams, metric="cosine", max_rank=10, ap="trapezoid")
+    mars = evaluate_retrieval(
+        feats[qidx], feats, ids[qidx], ids, cams[qidx], cams, metric="cosine", max_rank=10, ap="trapezoid"
+    )
     _check(mars, golden["entries"]["video_mars_official_matlab"]["outputs"])
 
 
 def test_regdb_without_camera_rule(golden):
     case = golden["inputs"]["regdb"]
     n_q, n_g = len(case["q_pids"]), len(case["g_pids"])
-    out = evaluate_distmat(torch.tensor(case["distmat"]), case["q_pids"], case["g_pids"], [1] * n_q, [2] * n_g, max_rank=20, same_camera_rule=False)
+    out = evaluate_distmat(
+        torch.tensor(case["distmat"]),
+        case["q_pids"],
+        case["g_pids"],
+        [1] * n_q,
+        [2] * n_g,
+        max_rank=20,
+        same_camera_rule=False,
+    )
     _check(out, golden["entries"]["regdb_lba_eval_regdb"]["outputs"], n=15)
 
 
@@ -129,7 +162,55 @@ def test_oracle_features_on_synthetic_data(tmp_path):
 
     q, g = split.query, split.gallery
     out = evaluate_retrieval(
-        features(q), features(g), [r.pid for r in q], [r.pid for r in g], [r.camid for r in q], [r.camid for r in g], metric="euclidean"
+        features(q),
+        features(g),
+        [r.pid for r in q],
+        [r.pid for r in g],
+        [r.camid for r in q],
+        [r.camid for r in g],
+        metric="euclidean",
     )
     assert out["mAP"] > 0.97 and out["rank1"] == 1.0
     assert out["num_valid_queries"] == len(split.query)
+
+
+@pytest.mark.parametrize(
+    "case,shot",
+    [
+        ("single_shot_all", "single_shot_all"),
+        ("multi_shot3_all", "multi_shot3_all"),
+        ("single_shot_indoor", "single_shot_indoor"),
+    ],
+)
+def test_sysu_protocol(golden, case, shot):
+    """SYSU-MM01: cam-3 probes skip the cam-2 gallery, CMC counts each identity once (LbA/AGW = official MATLAB)."""
+    c = golden["inputs"]["sysu_cross_modality"]
+    g = c[case]
+    out = evaluate_distmat(
+        torch.tensor(g["distmat"]),
+        c["q_pids"],
+        g["g_pids"],
+        c["q_cams"],
+        g["g_cams"],
+        max_rank=5,
+        same_camera_rule=False,
+        exclude_camera_pairs=[(3, 2)],
+        cmc_unique_ids=True,
+        no_match="zero_cmc",
+    )
+    _check(out, golden["entries"][f"sysu_lba_eval_sysu_{shot}"]["outputs"], n=5)
+    _check(
+        out,
+        {
+            "cmc": golden["entries"][f"sysu_official_matlab_{shot}"]["outputs"]["cmc"],
+            "mAP": golden["entries"][f"sysu_official_matlab_{shot}"]["outputs"]["mAP"],
+        },
+        n=5,
+    )
+
+
+def test_ties_rank_the_match_first_and_matches_keep_order():
+    dist = torch.tensor([[0.5, 0.5, 0.5, 0.2]])
+    out = evaluate_distmat(dist, [1], [1, 2, 1, 3], [0], [1, 1, 1, 1], per_query=True)
+    # valid order: 0.2 (pid 3), then the tied 0.5s with both matches ranked before the non-match: ranks 2 and 3
+    assert float(out["ap"][0]) == pytest.approx((1 / 2 + 2 / 3) / 2)

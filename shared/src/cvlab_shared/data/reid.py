@@ -30,7 +30,6 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 import torch.distributed as dist
 from PIL import Image
 from torch.utils.data import Dataset, Sampler
@@ -65,7 +64,8 @@ class ReidSplit:
         for name in ("train", "query", "gallery"):
             recs = getattr(self, name)
             lines.append(
-                f"{name:8s} {len(recs):6d} images {len({r.pid for r in recs}):5d} ids {len({r.camid for r in recs}):3d} cams"
+                f"{name:8s} {len(recs):6d} images {len({r.pid for r in recs}):5d} ids "
+                f"{len({r.camid for r in recs}):3d} cams"
             )
         return "\n".join(lines)
 
@@ -77,7 +77,9 @@ def _find_dataset_dir(root: str | Path, names: Sequence[str], required: Sequence
         if all((folder / r).exists() for r in required):
             return folder
     looked = ", ".join(str(c) for c in candidates)
-    raise FileNotFoundError(f"no {layout} dataset found; expected {layout} with {list(required)} inside one of: {looked}")
+    raise FileNotFoundError(
+        f"no {layout} dataset found; expected {layout} with {list(required)} inside one of: {looked}"
+    )
 
 
 def _parse_market_folder(folder: Path, camera_map: dict[int, int] | None = None) -> list[ReidRecord]:
@@ -138,7 +140,11 @@ def _read_msmt_list(list_file: Path, image_dir: Path) -> list[ReidRecord]:
 def read_msmt17(root: str | Path) -> ReidSplit:
     """MSMT17 (Wei et al., CVPR'18), v1 or v2 list files; train merges list_train and list_val (as SpCL does)."""
     root = Path(root).expanduser()
-    layouts = (("MSMT17_V1", "train", "test"), ("MSMT17_V2", "mask_train_v2", "mask_test_v2"), ("MSMT17", "train", "test"))
+    layouts = (
+        ("MSMT17_V1", "train", "test"),
+        ("MSMT17_V2", "mask_train_v2", "mask_test_v2"),
+        ("MSMT17", "train", "test"),
+    )
     lists = ("list_train.txt", "list_val.txt", "list_query.txt", "list_gallery.txt")
     for name, train_dir, test_dir in layouts:
         for folder in (root, root / name):
@@ -153,7 +159,8 @@ def read_msmt17(root: str | Path) -> ReidSplit:
     except FileNotFoundError:
         pass
     raise FileNotFoundError(
-        f"no MSMT17 dataset under {root}: expected MSMT17_V1/{{train,test}}/ or MSMT17_V2/{{mask_train_v2,mask_test_v2}}/ "
+        f"no MSMT17 dataset under {root}: expected MSMT17_V1/{{train,test}}/ or "
+        f"MSMT17_V2/{{mask_train_v2,mask_test_v2}}/ "
         f"with {', '.join(lists)}, or a Market-style MSMT17*/{{bounding_box_train,query,bounding_box_test}}/"
     )
 
@@ -280,7 +287,8 @@ def reid_transforms(
     std: Sequence[float] = IMAGENET_STD,
 ) -> Callable:
     """Standard re-ID augmentation (Luo et al., "Bag of Tricks", CVPR-W'19): resize, flip, pad + random crop,
-    normalise, random erasing (Zhong et al., AAAI'20) for training; resize + normalise for testing."""
+    normalise, random erasing (Zhong et al., AAAI'20; erased pixels set to 0, the mean colour after normalisation)
+    for training; resize + normalise for testing."""
     if not train:
         return T.Compose([T.Resize(size), T.ToTensor(), T.Normalize(mean, std)])
     steps: list[Callable] = [T.Resize(size), T.RandomHorizontalFlip(flip_p)]

@@ -69,7 +69,9 @@ class Identity:
         return [*self.upper, *self.lower, *np.eye(3)[self.pattern].tolist(), *bag, self.height, self.width]
 
 
-def _camera_styles(rng: np.random.Generator, num_cams: int, levels: np.ndarray, shift: float, bias: float, domain: dict) -> list[CameraStyle]:
+def _camera_styles(
+    rng: np.random.Generator, num_cams: int, levels: np.ndarray, shift: float, bias: float, domain: dict
+) -> list[CameraStyle]:
     styles = []
     for cam in range(num_cams):
         s = float(levels[cam]) * shift
@@ -93,7 +95,9 @@ def _identity(rng: np.random.Generator, domain: dict) -> Identity:
     lo, hi = domain["cloth"]
     upper, lower = (tuple(rng.uniform(lo, hi, size=3).round(4).tolist()) for _ in range(2))
     bag = tuple(rng.uniform(lo, hi, size=3).round(4).tolist()) if rng.random() < 0.4 else None
-    return Identity(upper, lower, int(rng.integers(3)), bag, float(rng.uniform(0.78, 0.95)), float(rng.uniform(0.32, 0.48)))
+    return Identity(
+        upper, lower, int(rng.integers(3)), bag, float(rng.uniform(0.78, 0.95)), float(rng.uniform(0.32, 0.48))
+    )
 
 
 def _box_blur(img: np.ndarray, radius: int) -> np.ndarray:
@@ -108,7 +112,9 @@ def _box_blur(img: np.ndarray, radius: int) -> np.ndarray:
     return out / size**2
 
 
-def render(identity: Identity | None, style: CameraStyle, size: tuple[int, int], rng: np.random.Generator, domain: dict) -> np.ndarray:
+def render(
+    identity: Identity | None, style: CameraStyle, size: tuple[int, int], rng: np.random.Generator, domain: dict
+) -> np.ndarray:
     """One HxWx3 uint8 image of `identity` (None: background only) seen by a camera with `style`."""
     h, w = size
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
@@ -261,7 +267,9 @@ def _write_layout(root: Path, layout: str, items, frames, msmt_version: int) -> 
                 fname = f"{pid:04d}_c{PERSONX_RAW_CAMERAS[cam]}s1_{f:06d}.jpg"
             _save(root / name / folders[split] / fname, image)
         return root / name
-    name, train_dir, test_dir = ("MSMT17_V1", "train", "test") if msmt_version == 1 else ("MSMT17_V2", "mask_train_v2", "mask_test_v2")
+    name, train_dir, test_dir = (
+        ("MSMT17_V1", "train", "test") if msmt_version == 1 else ("MSMT17_V2", "mask_train_v2", "mask_test_v2")
+    )
     base = root / name
     labels = {
         "train": {p: i for i, p in enumerate(sorted({pid for s, pid, _, _ in items if s == "train"}))},

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from cvlab_shared.metrics.knn import knn
-from cvlab_shared.metrics.retrieval import _check_modes, _evaluate_blocks
+from cvlab_shared.metrics.retrieval import _as_long, _check_modes, _drop_junk, _evaluate_blocks
 
 EXPANSIONS = ("python", "matlab")
 
@@ -110,20 +110,19 @@ def _distance_block(x: torch.Tensor, y: torch.Tensor, kind: str) -> torch.Tensor
     return (x.pow(2).sum(1, keepdim=True) + y.pow(2).sum(1)[None] - 2.0 * x @ y.T).clamp_min_(0.0)
 
 
-def _encode(feats: torch.Tensor, idx: torch.Tensor, mask: torch.Tensor, kind: str, block: int) -> tuple[SparseRows, torch.Tensor | None]:
+def _encode(
+    feats: torch.Tensor, idx: torch.Tensor, mask: torch.Tensor, kind: str, block: int
+) -> tuple[SparseRows, torch.Tensor | None]:
     """Sparse V of Eq. 8-9 (row weights sum to 1) and, for Zhong's distance, each row's maximum distance."""
     n = feats.shape[0]
     vals, row_max = [], []
     for s in range(0, n, block):
-        x = feats[s : s + block]
+        full = _distance_block(feats[s : s + block], feats, kind)
+        d = full.gather(1, idx[s : s + block].clamp_max(n - 1))
         if kind == "zhong":
-            full = _distance_block(x, feats, kind)
             m = full.max(1).values.clamp_min(1e-12)
             row_max.append(m)
-            d = full.gather(1, idx[s : s + block].clamp_max(n - 1)) / m[:, None]
-        else:
-            y = feats[idx[s : s + block].clamp_max(n - 1)]
-            d = 2.0 - 2.0 * torch.einsum("bd,bed->be", x, y)
+            d = d / m[:, None]
         d = d.masked_fill(~mask[s : s + block], float("inf"))
         vals.append(torch.softmax(-d, dim=1))
     v = torch.cat(vals)
@@ -138,7 +137,9 @@ def _gather_rows(v: SparseRows, ptr: torch.Tensor, which: torch.Tensor) -> tuple
     counts = ptr[which + 1] - ptr[which]
     owner = torch.repeat_interleave(torch.arange(len(which), device=which.device), counts)
     starts = torch.repeat_interleave(ptr[which], counts)
-    offsets = torch.arange(int(counts.sum()), device=which.device) - torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
+    offsets = torch.arange(int(counts.sum()), device=which.device) - torch.repeat_interleave(
+        torch.cumsum(counts, 0) - counts, counts
+    )
     return starts + offsets, owner
 
 
@@ -161,7 +162,9 @@ def _query_expansion(v: SparseRows, ranks: torch.Tensor, k2: int, block: int) ->
     return SparseRows(torch.cat(rows), torch.cat(cols), torch.cat(vals), v.n)
 
 
-def _min_overlap(v: SparseRows, by_col: SparseRows, col_ptr: torch.Tensor, rows: torch.Tensor, max_pairs: int = 1 << 24) -> torch.Tensor:
+def _min_overlap(
+    v: SparseRows, by_col: SparseRows, col_ptr: torch.Tensor, rows: torch.Tensor, max_pairs: int = 1 << 24
+) -> torch.Tensor:
     """S[i, g] = sum_j min(V[i, j], V[g, j]) for the query rows `rows` against all N rows (dense (len(rows), N))."""
     ptr = v.row_ptr()
     pos, owner = _gather_rows(v, ptr, rows)
@@ -172,7 +175,9 @@ def _min_overlap(v: SparseRows, by_col: SparseRows, col_ptr: torch.Tensor, rows:
     start = 0
     while start < len(col):
         base = int(bounds[start - 1]) if start else 0
-        stop = max(int(torch.searchsorted(bounds, torch.tensor(base + max_pairs, device=bounds.device), right=True)), start + 1)
+        stop = max(
+            int(torch.searchsorted(bounds, torch.tensor(base + max_pairs, device=bounds.device), right=True)), start + 1
+        )
         sel = slice(start, stop)
         pair_pos, pair_owner = _gather_rows(by_col, col_ptr, col[sel])
         other = by_col.cols[pair_pos]  # by_col is transposed: its cols are the original rows
@@ -190,7 +195,9 @@ class _Encoded:
     row_max: torch.Tensor | None
 
 
-def _encode_all(feats: torch.Tensor, k1: int, k2: int, width: int, half: int, kind: str, backend: str, block: int) -> _Encoded:
+def _encode_all(
+    feats: torch.Tensor, k1: int, k2: int, width: int, half: int, kind: str, backend: str, block: int
+) -> _Encoded:
     n = feats.shape[0]
     k = min(max(width, half, k2), n)
     _, ranks = knn(feats, feats, k, metric="l2", backend=backend)
@@ -224,7 +231,7 @@ def iter_rerank_blocks(
     if expansion not in EXPANSIONS:
         raise ValueError(f"expansion must be one of {EXPANSIONS}, got {expansion!r}")
     nq = query_feats.shape[0]
-    feats = torch.cat([query_feats, gallery_feats.to(query_feats.device)]).float()
+    feats = torch.cat([query_feats, gallery_feats.to(query_feats.device)]).detach().float()
     enc = _encode_all(feats, k1, k2, k1 + 1, _half_width(k1, expansion), "zhong", backend, block)
     for s in range(0, nq, block):
         rows = torch.arange(s, min(s + block, nq), device=feats.device)
@@ -252,7 +259,10 @@ def k_reciprocal_rerank(
 def evaluate_reranked(
     query_feats: torch.Tensor,
     gallery_feats: torch.Tensor,
-    q_pids, g_pids, q_camids, g_camids,
+    q_pids,
+    g_pids,
+    q_camids,
+    g_camids,
     k1: int = 20,
     k2: int = 6,
     lambda_value: float = 0.3,
@@ -266,10 +276,27 @@ def evaluate_reranked(
     same_camera_rule: bool = True,
     per_query: bool = False,
 ) -> dict:
-    """`evaluate_retrieval` on re-ranked distances, one query block at a time (no full matrix held)."""
+    """`evaluate_retrieval` on re-ranked distances, one query block at a time (no full matrix held). Junk gallery
+    items are dropped before re-ranking (as the dataset readers drop them)."""
     _check_modes(ap, no_match)
+    g_pids, g_camids = _as_long(g_pids, query_feats.device), _as_long(g_camids, query_feats.device)
+    keep = _drop_junk(g_pids, junk_pids)
+    if keep is not None:
+        gallery_feats, g_pids, g_camids = gallery_feats[keep.to(gallery_feats.device)], g_pids[keep], g_camids[keep]
     blocks = iter_rerank_blocks(query_feats, gallery_feats, k1, k2, lambda_value, expansion, backend, block)
-    return _evaluate_blocks(blocks, q_pids, g_pids, q_camids, g_camids, query_feats.device, ap, no_match, max_rank, junk_pids, same_camera_rule, per_query)
+    return _evaluate_blocks(
+        blocks,
+        q_pids,
+        g_pids,
+        q_camids,
+        g_camids,
+        query_feats.device,
+        ap,
+        no_match,
+        max_rank,
+        same_camera_rule,
+        per_query,
+    )
 
 
 def jaccard_distance(
@@ -286,7 +313,7 @@ def jaccard_distance(
     only the pairs with distance < 1 (plus the zero diagonal), which DBSCAN takes directly for eps < 1.
     """
     _check_k(k1, k2)
-    feats = features.float()
+    feats = features.detach().float()
     n = feats.shape[0]
     enc = _encode_all(feats, k1, k2, k1, _half_width(k1, "python"), "cosine2", backend, block)
     if sparse:

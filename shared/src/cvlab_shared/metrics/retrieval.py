@@ -11,13 +11,19 @@ Protocol (Market-1501, as torchreid / fast-reid / open-reid and the official MAT
   rank 1 taken as 1; it gives 0.5-1 point lower mAP.
 - mINP (Ye et al., TPAMI'21 "Deep Learning for Person Re-identification", Eq. 7): per query
   (number of matches) / (rank of the last match).
+- SYSU-MM01 (visible-infrared): `same_camera_rule=False, exclude_camera_pairs=[(3, 2)], no_match="zero_cmc"`
+  (infrared cam-3 probes
+  skip the visible cam-2 gallery, same room) and `cmc_unique_ids=True` (CMC counts each gallery identity once,
+  as the official `get_cmc_multi_cam.m`; mAP and mINP still use every item). RegDB: `same_camera_rule=False`.
 - Queries without any valid match: `no_match="skip"` leaves them out (torchreid, fast-reid), `no_match="zero"`
-  counts them with AP 0, INP 0 and an all-zero CMC (official MATLAB).
+  counts them with AP 0, INP 0 and an all-zero CMC (official MATLAB), `no_match="zero_cmc"` counts them in the
+  CMC only (SYSU-MM01: LbA/AGW `eval_sysu` and the official MATLAB).
 
-Instead of sorting each gallery row (O(G log G) per query), ranks are found by bucketing every valid gallery
-distance among the query's sorted match distances (`searchsorted`, O(G log n_matches)) and counting per bucket:
-the rank of the j-th match = number of valid items up to and including it. Ties between a match and a non-match
-count the non-match first (pessimistic); with continuous features there are none.
+No argsort and no (queries x gallery) match matrix: invalid items are set to +inf, each row's distances are sorted
+as values (NumPy's vectorised sort on the CPU, several times faster than an argsort), each query's matches are
+gathered through a pid -> gallery inverted index, and their ranks come from a binary search of their distances
+in the sorted row. Junk gallery items are dropped before any distance is computed. Ties between a match and a
+non-match rank the match first; with continuous features there are none.
 
 `evaluate_retrieval(features...)` computes the distances block by block (the full query x gallery matrix is never
 held) on the features' device; `evaluate_distmat(distmat...)` takes a precomputed matrix (e.g. re-ranked).
@@ -27,13 +33,15 @@ held) on the features' device; `evaluate_distmat(distmat...)` takes a precompute
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torchmetrics import Metric
 
 AP_MODES = ("standard", "trapezoid")
-NO_MATCH_MODES = ("skip", "zero")
+NO_MATCH_MODES = ("skip", "zero", "zero_cmc")
 DISTANCES = ("cosine", "euclidean")
 
 
@@ -51,38 +59,100 @@ def pairwise_distance(query: torch.Tensor, gallery: torch.Tensor, metric: str = 
     return (q.pow(2).sum(1, keepdim=True) + g.pow(2).sum(1)[None] - 2.0 * q @ g.T).clamp_min_(0.0)
 
 
+@dataclass
+class GalleryIndex:
+    """Gallery pids and cameras with an inverted index pid -> gallery positions, so each query's matches are
+    gathered directly instead of scanning a (queries x gallery) mask."""
+
+    pids: torch.Tensor
+    camids: torch.Tensor
+    order: torch.Tensor
+    unique_pids: torch.Tensor
+    starts: torch.Tensor
+    counts: torch.Tensor
+    pid_index: torch.Tensor
+
+    @classmethod
+    def build(cls, pids: torch.Tensor, camids: torch.Tensor) -> "GalleryIndex":
+        order = torch.argsort(pids, stable=True)
+        unique_pids, pid_index, counts = torch.unique(pids, return_inverse=True, return_counts=True)
+        starts = torch.cumsum(counts, 0) - counts
+        return cls(pids, camids, order, unique_pids, starts, counts, pid_index)
+
+    def candidates(self, q_pids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gallery positions holding each query's pid: (positions (b, P), mask (b, P))."""
+        k = torch.searchsorted(self.unique_pids, q_pids).clamp_max(max(len(self.unique_pids) - 1, 0))
+        found = self.unique_pids[k] == q_pids
+        count = torch.where(found, self.counts[k], torch.zeros_like(k))
+        width = max(int(count.max()), 1)
+        slot = torch.arange(width, device=q_pids.device)[None]
+        mask = slot < count[:, None]
+        pos = (self.starts[k][:, None] + slot).clamp_max(len(self.order) - 1)
+        return torch.where(mask, self.order[pos], torch.zeros_like(pos)), mask
+
+
+def _sort_rows(dist: torch.Tensor) -> torch.Tensor:
+    """Row-wise ascending values (NumPy's vectorised sort on the CPU, torch on other devices)."""
+    if dist.device.type == "cpu":
+        return torch.from_numpy(np.sort(dist.numpy(), axis=1))
+    return torch.sort(dist, dim=1).values
+
+
 def match_ranks(
     dist: torch.Tensor,
     q_pids: torch.Tensor,
-    g_pids: torch.Tensor,
     q_camids: torch.Tensor,
-    g_camids: torch.Tensor,
-    junk_pids: Sequence[int] = (-1,),
+    gallery: GalleryIndex,
     same_camera_rule: bool = True,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """1-based ranks of the true matches of each query row among its valid gallery items.
+    exclude_camera_pairs: Sequence[tuple[int, int]] = (),
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """1-based ranks of each query's true matches among its valid gallery items.
 
-    Returns `(ranks, num_matches)`: ranks (b, P) sorted ascending, where only the first `num_matches[i]` entries
-    of row i are meaningful (P = the block's largest match count).
+    Invalid items (same pid and camera; gallery cameras excluded for the query camera) get distance +inf, each row
+    is sorted, and each match's rank is found by binary search of its distance. Returns `(ranks, num_matches,
+    valid_dist)`: ranks (b, P) ascending, meaningful for the first `num_matches[i]` entries of row i, and the
+    block's distances with invalid items at +inf.
     """
-    same_pid = q_pids[:, None] == g_pids[None]
-    invalid = same_pid & (q_camids[:, None] == g_camids[None]) if same_camera_rule else torch.zeros_like(same_pid)
-    if len(junk_pids):
-        invalid |= torch.isin(g_pids, torch.as_tensor(list(junk_pids), device=g_pids.device))[None]
-    positive = same_pid & ~invalid
-    num_matches = positive.sum(1)
-    width = max(int(num_matches.max()), 1)
-    inf = torch.tensor(float("inf"), device=dist.device, dtype=dist.dtype)
-    match_dist = torch.where(positive, dist, inf).topk(width, dim=1, largest=False, sorted=True).values
-    bucket = torch.searchsorted(match_dist.contiguous(), dist.contiguous())
-    bucket.masked_fill_(invalid, width)
-    counts = torch.zeros(dist.shape[0], width + 1, dtype=torch.long, device=dist.device)
-    counts.scatter_add_(1, bucket, torch.ones_like(bucket))
-    return counts[:, :width].cumsum(1), num_matches
+    work = dist.clone()
+    pos, in_pid = gallery.candidates(q_pids)
+    cand_cams = gallery.camids[pos]
+    bad = in_pid & (cand_cams == q_camids[:, None]) if same_camera_rule else torch.zeros_like(in_pid)
+    for q_cam, g_cam in exclude_camera_pairs:
+        work.masked_fill_((q_camids == q_cam)[:, None] & (gallery.camids == g_cam)[None], float("inf"))
+        bad |= in_pid & (q_camids == q_cam)[:, None] & (cand_cams == g_cam)
+    rows, slots = bad.nonzero(as_tuple=True)
+    work[rows, pos[rows, slots]] = float("inf")
+    positive = in_pid & ~bad
+    match_dist = torch.where(
+        positive, work.gather(1, pos), torch.tensor(float("inf"), dtype=work.dtype, device=work.device)
+    )
+    match_dist = match_dist.sort(1).values
+    left = torch.searchsorted(_sort_rows(work).to(work.device), match_dist.contiguous())
+    j = torch.arange(left.shape[1], device=left.device)[None]
+    ranks = torch.cummax(left - j, dim=1).values + j + 1
+    return ranks, positive.sum(1), work
 
 
-def query_scores(ranks: torch.Tensor, num_matches: torch.Tensor, ap: str = "standard", max_rank: int = 50) -> dict[str, torch.Tensor]:
-    """Per-query AP, INP and CMC hits (b, max_rank) from `match_ranks` output (zero for queries without matches)."""
+def first_match_identity_rank(valid_dist: torch.Tensor, q_pids: torch.Tensor, gallery: GalleryIndex) -> torch.Tensor:
+    """Rank of the first true match when each gallery identity is counted once (SYSU-MM01 CMC): 1 + the number of
+    distinct identities among the valid items ranked before it."""
+    pos, in_pid = gallery.candidates(q_pids)
+    first = valid_dist.gather(1, pos).masked_fill(~in_pid, float("inf")).min(1).values
+    before = valid_dist < first[:, None]
+    seen = torch.zeros(valid_dist.shape[0], len(gallery.unique_pids), dtype=torch.int32, device=valid_dist.device)
+    seen.scatter_add_(1, gallery.pid_index[None].expand_as(before), before.int())
+    return (seen > 0).sum(1) + 1
+
+
+def query_scores(
+    ranks: torch.Tensor,
+    num_matches: torch.Tensor,
+    ap: str = "standard",
+    max_rank: int = 50,
+    first_rank: torch.Tensor | None = None,
+) -> dict[str, torch.Tensor]:
+    """Per-query AP, INP and CMC hits (b, max_rank) from `match_ranks` output (zero for queries without matches).
+    `first_rank` replaces the first match's rank for the CMC only (identity-deduplicated CMC)."""
     if ap not in AP_MODES:
         raise ValueError(f"ap must be one of {AP_MODES}, got {ap!r}")
     ranks_f = ranks.double()
@@ -96,7 +166,8 @@ def query_scores(ranks: torch.Tensor, num_matches: torch.Tensor, ap: str = "stan
     ap_q = (precision * valid).sum(1) / n
     last = ranks.gather(1, (num_matches - 1).clamp_min(0)[:, None])[:, 0].double()
     inp = torch.where(num_matches > 0, num_matches.double() / last, torch.zeros_like(last))
-    first = torch.where(num_matches > 0, ranks[:, 0], torch.full_like(ranks[:, 0], torch.iinfo(torch.long).max))
+    first = ranks[:, 0] if first_rank is None else first_rank
+    first = torch.where(num_matches > 0, first, torch.full_like(first, torch.iinfo(torch.long).max))
     cmc = first[:, None] <= torch.arange(1, max_rank + 1, device=ranks.device)[None]
     return {"ap": ap_q, "inp": inp, "cmc": cmc, "valid": num_matches > 0}
 
@@ -108,9 +179,13 @@ def _summarise(parts: list[dict[str, torch.Tensor]], no_match: str, max_rank: in
     valid = torch.cat([p["valid"] for p in parts]).cpu()
     num_valid = int(valid.sum())
     keep = valid if no_match == "skip" else torch.ones_like(valid)
-    if int(keep.sum()) == 0:
-        raise ValueError("no query has a valid gallery match: check pids/camids (same-id-same-camera items are removed)")
+    if int(valid.sum()) == 0 and no_match != "zero":
+        raise ValueError(
+            "no query has a valid gallery match: check pids/camids (same-id-same-camera items are removed)"
+        )
     cmc_mean = cmc[keep].mean(0)
+    if no_match == "zero_cmc":
+        keep = valid
     out = {
         "mAP": float(ap[keep].mean()),
         "mINP": float(inp[keep].mean()),
@@ -137,23 +212,48 @@ def _default_block(gallery_size: int) -> int:
     return max(1, min(4096, (1 << 24) // max(gallery_size, 1)))
 
 
+def _drop_junk(g_pids: torch.Tensor, junk_pids: Sequence[int]) -> torch.Tensor | None:
+    """Gallery columns to keep (None: all), dropping junk pids as the dataset readers do."""
+    if not len(junk_pids):
+        return None
+    keep = ~torch.isin(g_pids, torch.as_tensor(list(junk_pids), device=g_pids.device))
+    return None if bool(keep.all()) else keep.nonzero()[:, 0]
+
+
 def _evaluate_blocks(
     blocks: Iterator[tuple[slice, torch.Tensor]],
-    q_pids, g_pids, q_camids, g_camids, device, ap, no_match, max_rank, junk_pids, same_camera_rule, per_query,
+    q_pids,
+    g_pids,
+    q_camids,
+    g_camids,
+    device,
+    ap,
+    no_match,
+    max_rank,
+    same_camera_rule,
+    per_query,
+    exclude_camera_pairs: Sequence[tuple[int, int]] = (),
+    cmc_unique_ids: bool = False,
 ) -> dict:
-    q_pids, g_pids = _as_long(q_pids, device), _as_long(g_pids, device)
-    q_camids, g_camids = _as_long(q_camids, device), _as_long(g_camids, device)
-    max_rank = min(max_rank, len(g_pids))
+    """Metrics over query blocks; `g_pids` / `g_camids` must already exclude junk (see `_drop_junk`)."""
+    q_pids, q_camids = _as_long(q_pids, device), _as_long(q_camids, device)
+    gallery = GalleryIndex.build(_as_long(g_pids, device), _as_long(g_camids, device))
+    max_rank = min(max_rank, len(gallery.pids))
     parts = []
     for rows, dist in blocks:
-        ranks, n = match_ranks(dist, q_pids[rows], g_pids, q_camids[rows], g_camids, junk_pids, same_camera_rule)
-        parts.append(query_scores(ranks, n, ap, max_rank))
+        qp, qc = q_pids[rows], q_camids[rows]
+        ranks, n, valid_dist = match_ranks(dist, qp, qc, gallery, same_camera_rule, exclude_camera_pairs)
+        first = first_match_identity_rank(valid_dist, qp, gallery) if cmc_unique_ids else None
+        parts.append(query_scores(ranks, n, ap, max_rank, first))
     return _summarise(parts, no_match, max_rank, per_query)
 
 
 def evaluate_distmat(
     distmat: torch.Tensor,
-    q_pids, g_pids, q_camids, g_camids,
+    q_pids,
+    g_pids,
+    q_camids,
+    g_camids,
     ap: str = "standard",
     no_match: str = "skip",
     max_rank: int = 50,
@@ -161,21 +261,49 @@ def evaluate_distmat(
     same_camera_rule: bool = True,
     block: int | None = None,
     per_query: bool = False,
+    exclude_camera_pairs: Sequence[tuple[int, int]] = (),
+    cmc_unique_ids: bool = False,
 ) -> dict:
     """CMC / mAP / mINP from a query x gallery distance matrix (smaller = closer); see the module doc."""
     _check_modes(ap, no_match)
-    distmat = torch.as_tensor(distmat)
+    distmat = torch.as_tensor(distmat).detach()
     if distmat.shape != (len(q_pids), len(g_pids)):
-        raise ValueError(f"distmat is {tuple(distmat.shape)} but there are {len(q_pids)} queries and {len(g_pids)} gallery items")
+        raise ValueError(
+            f"distmat is {tuple(distmat.shape)} but there are {len(q_pids)} queries and {len(g_pids)} gallery items"
+        )
+    g_pids, g_camids = _as_long(g_pids, distmat.device), _as_long(g_camids, distmat.device)
+    keep = _drop_junk(g_pids, junk_pids)
+    if keep is not None:
+        g_pids, g_camids = g_pids[keep], g_camids[keep]
     block = block or _default_block(distmat.shape[1])
-    blocks = ((slice(s, s + block), distmat[s : s + block]) for s in range(0, distmat.shape[0], block))
-    return _evaluate_blocks(blocks, q_pids, g_pids, q_camids, g_camids, distmat.device, ap, no_match, max_rank, junk_pids, same_camera_rule, per_query)
+    blocks = (
+        (slice(s, s + block), distmat[s : s + block] if keep is None else distmat[s : s + block].index_select(1, keep))
+        for s in range(0, distmat.shape[0], block)
+    )
+    return _evaluate_blocks(
+        blocks,
+        q_pids,
+        g_pids,
+        q_camids,
+        g_camids,
+        distmat.device,
+        ap,
+        no_match,
+        max_rank,
+        same_camera_rule,
+        per_query,
+        exclude_camera_pairs,
+        cmc_unique_ids,
+    )
 
 
 def evaluate_retrieval(
     query_feats: torch.Tensor,
     gallery_feats: torch.Tensor,
-    q_pids, g_pids, q_camids, g_camids,
+    q_pids,
+    g_pids,
+    q_camids,
+    g_camids,
     metric: str = "cosine",
     ap: str = "standard",
     no_match: str = "skip",
@@ -185,6 +313,8 @@ def evaluate_retrieval(
     block: int | None = None,
     per_query: bool = False,
     distance_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    exclude_camera_pairs: Sequence[tuple[int, int]] = (),
+    cmc_unique_ids: bool = False,
 ) -> dict:
     """CMC / mAP / mINP from features, distances computed `block` queries at a time on the features' device.
 
@@ -194,14 +324,37 @@ def evaluate_retrieval(
     """
     _check_modes(ap, no_match)
     if query_feats.ndim != 2 or gallery_feats.ndim != 2 or query_feats.shape[1] != gallery_feats.shape[1]:
-        raise ValueError(f"features must be (n, d) and (m, d), got {tuple(query_feats.shape)} and {tuple(gallery_feats.shape)}")
+        raise ValueError(
+            f"features must be (n, d) and (m, d), got {tuple(query_feats.shape)} and {tuple(gallery_feats.shape)}"
+        )
     if len(q_pids) != len(query_feats) or len(g_pids) != len(gallery_feats):
         raise ValueError("one pid per feature row is needed for query and gallery")
-    gallery_feats = gallery_feats.to(query_feats.device)
+    query_feats, gallery_feats = query_feats.detach(), gallery_feats.detach().to(query_feats.device)
+    g_pids, g_camids = _as_long(g_pids, query_feats.device), _as_long(g_camids, query_feats.device)
+    keep = _drop_junk(g_pids, junk_pids)
+    if keep is not None:
+        gallery_feats, g_pids, g_camids = gallery_feats[keep], g_pids[keep], g_camids[keep]
     fn = distance_fn or (lambda q, g: pairwise_distance(q, g, metric))
     block = block or _default_block(gallery_feats.shape[0])
-    blocks = ((slice(s, s + block), fn(query_feats[s : s + block], gallery_feats)) for s in range(0, query_feats.shape[0], block))
-    return _evaluate_blocks(blocks, q_pids, g_pids, q_camids, g_camids, query_feats.device, ap, no_match, max_rank, junk_pids, same_camera_rule, per_query)
+    blocks = (
+        (slice(s, s + block), fn(query_feats[s : s + block], gallery_feats))
+        for s in range(0, query_feats.shape[0], block)
+    )
+    return _evaluate_blocks(
+        blocks,
+        q_pids,
+        g_pids,
+        q_camids,
+        g_camids,
+        query_feats.device,
+        ap,
+        no_match,
+        max_rank,
+        same_camera_rule,
+        per_query,
+        exclude_camera_pairs,
+        cmc_unique_ids,
+    )
 
 
 def _cat(state: list[torch.Tensor] | torch.Tensor) -> torch.Tensor:
@@ -219,7 +372,9 @@ class RetrievalEvaluator(Metric):
 
     full_state_update = False
 
-    def __init__(self, metric: str = "cosine", ap: str = "standard", no_match: str = "skip", max_rank: int = 50, **kwargs) -> None:
+    def __init__(
+        self, metric: str = "cosine", ap: str = "standard", no_match: str = "skip", max_rank: int = 50, **kwargs
+    ) -> None:
         super().__init__(**kwargs)
         _check_modes(ap, no_match)
         self.metric, self.ap, self.no_match, self.max_rank = metric, ap, no_match, max_rank
@@ -233,7 +388,11 @@ class RetrievalEvaluator(Metric):
         self.camids.append(_as_long(camids, feats.device))
         flag = torch.as_tensor(is_query, dtype=torch.bool, device=feats.device).reshape(-1).expand(n)
         self.is_query.append(flag.clone())
-        self.index.append(_as_long(index, feats.device) if index is not None else torch.full((n,), -1, dtype=torch.long, device=feats.device))
+        self.index.append(
+            _as_long(index, feats.device)
+            if index is not None
+            else torch.full((n,), -1, dtype=torch.long, device=feats.device)
+        )
 
     def compute(self) -> dict[str, torch.Tensor]:
         feats, pids, camids = _cat(self.feats), _cat(self.pids), _cat(self.camids)
@@ -250,5 +409,16 @@ class RetrievalEvaluator(Metric):
             kept[order] = first
             keep[has_index] = kept
         q, g = keep & is_query, keep & ~is_query
-        out = evaluate_retrieval(feats[q], feats[g], pids[q], pids[g], camids[q], camids[g], metric=self.metric, ap=self.ap, no_match=self.no_match, max_rank=self.max_rank)
+        out = evaluate_retrieval(
+            feats[q],
+            feats[g],
+            pids[q],
+            pids[g],
+            camids[q],
+            camids[g],
+            metric=self.metric,
+            ap=self.ap,
+            no_match=self.no_match,
+            max_rank=self.max_rank,
+        )
         return {k: torch.tensor(v) for k, v in out.items() if k in ("rank1", "rank5", "rank10", "mAP", "mINP")}

@@ -1,0 +1,1 @@
+"""Zero-cost proxies: AZ-NAS's four (expressivity, progressivity, trainability, complexity) and baselines."""

@@ -1,0 +1,88 @@
+"""Evolutionary search under a FLOPs budget in the MobileNetV2 space, parents chosen by AZ-NAS aggregated rank.
+
+Protocol of the reference search (AZ-NAS section 4.2, ZenNAS-style): the first few candidates mutate one stage of
+a fixed initial network; until the population is full a parent is any earlier candidate and two stages mutate;
+after that a parent is drawn from the top (population - 1) of the whole history, ranked by the log-rank
+aggregation recomputed over the history. Children over the FLOPs budget or the layer cap are discarded unscored.
+Children are generated and scored `batch` at a time.
+"""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+
+from az_nas.aggregate import aggregate
+from az_nas.proxies.az import score_network
+from az_nas.proxies.flops import count_flops
+from az_nas.search.result import SearchResult
+from az_nas.spaces.mobilenetv2 import INITIAL, MBV2Genome, MBV2Network, mutate
+from cvlab_shared.logging import progress
+
+WARMUP = 10
+
+
+def evolution_search(
+    flops_budget: float,
+    max_layers: int,
+    *,
+    iterations: int = 100,
+    population: int = 64,
+    batch: int = 8,
+    seed: int = 0,
+    batch_size: int = 64,
+    resolution: int = 224,
+    flops_resolution: int = 224,
+    num_classes: int = 1000,
+    device: str = "cpu",
+    numerics: str = "stable",
+    initial: MBV2Genome = INITIAL,
+    show_progress: bool = True,
+) -> SearchResult:
+    """Score `iterations` children in all; return the history (the best is its argmax aggregated score)."""
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    genomes: list[MBV2Genome] = []
+    scores: list[dict[str, float]] = []
+    seen: set[MBV2Genome] = set()
+    rounds = range(0, iterations, batch)
+    for start in progress(rounds, desc="evolution (generations)") if show_progress else rounds:
+        children = []
+        for _ in range(min(batch, iterations - start)):
+            child = _child(genomes, scores, rng, initial, population, max_layers, flops_budget, seen, flops_resolution)
+            if child is not None:
+                children.append(child)
+        for genome, flops in children:
+            net = MBV2Network(genome, num_classes=num_classes)
+            record = score_network(
+                net, input_shape=(batch_size, 3, resolution, resolution), numerics=numerics, device=device,
+                complexity=False, copy_model=False,
+            )
+            record["complexity"] = flops
+            genomes.append(genome)
+            scores.append(record)
+    extra = {"flops_budget": flops_budget, "max_layers": max_layers, "seed": seed, "population": population,
+             "resolution": resolution, "flops_resolution": flops_resolution, "batch_size": batch_size, "numerics": numerics}
+    return SearchResult("mobilenetv2", [g.to_json() for g in genomes], scores, extra)
+
+
+def _child(genomes, scores, rng, initial, population, max_layers, budget, seen, resolution, attempts: int = 200):
+    """A new in-budget genome and its FLOPs, or None when `attempts` mutations all failed the constraints."""
+    for _ in range(attempts):
+        if len(genomes) < WARMUP:
+            parent, changes = initial, 1
+        elif len(genomes) < population - 1:
+            parent, changes = rng.choice(genomes), 2
+        else:
+            top = np.argsort(-aggregate(scores), kind="stable")[: population - 1]
+            parent, changes = genomes[int(rng.choice(list(top)))], 2
+        child = mutate(parent, rng, max_layers, changes)
+        if child in seen or child.num_layers > max_layers:
+            continue
+        flops = count_flops(MBV2Network(child, num_classes=1000), (1, 3, resolution, resolution))
+        if flops <= budget:
+            seen.add(child)
+            return child, flops
+    return None

@@ -1,0 +1,71 @@
+"""`dkd train` runs the steps in order, each from the previous checkpoint, and writes the per-step table."""
+
+import json
+
+import pytest
+import torch
+
+from dkd.cli import main
+
+TINY = [
+    "--trainer.max_epochs=1",
+    "--trainer.limit_train_batches=2",
+    "--trainer.limit_test_batches=1",
+    "--trainer.enable_model_summary=false",
+    "--data.synthetic_train=40",
+    "--data.synthetic_val=8",
+    "--data.synthetic_size=32",
+    "--data.crop_size=32",
+    "--data.batch_size=4",
+    "--data.memory_size=4",
+]
+
+
+@pytest.fixture()
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("CVLAB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.mark.slow
+def test_train_all_steps_then_rerun_one_and_test(cache, capsys):
+    run = cache / "run"
+    main(["train", "--task", "15-5", "--setting", "overlap", "--run_dir", str(run), *TINY])
+    out = capsys.readouterr().out
+    assert "| step | classes | old | new | all | hIoU |" in out
+    for step in (0, 1):
+        assert (run / f"step_{step}" / "last.ckpt").exists()
+        assert (run / f"step_{step}" / "metrics.csv").exists()
+    results = [json.loads((run / f"step_{s}" / "results.json").read_text()) for s in (0, 1)]
+    assert results[0]["classes"] == list(range(1, 16)) and results[1]["classes"] == list(range(16, 21))
+    assert len(results[1]["per_class"]) == 21
+    table = (run / "table.csv").read_text().splitlines()
+    assert table[0] == "step,classes,old,new,all,hIoU" and table[2].startswith("1,16-20,")
+
+    step0 = torch.load(run / "step_0" / "last.ckpt", weights_only=False)["state_dict"]
+    step1 = torch.load(run / "step_1" / "last.ckpt", weights_only=False)["state_dict"]
+    assert step0["net.classifier.heads.1.weight"].shape[0] == 15
+    assert step1["net.classifier.heads.2.weight"].shape[0] == 5
+    assert "net.classifier.heads.2.weight" not in step0
+
+    main(["train", "--task", "15-5", "--run_dir", str(run), *TINY])  # everything done: nothing retrained
+    assert "step 1 already done" in capsys.readouterr().out
+
+    main(["train", "--task", "15-5", "--step", "1", "--run_dir", str(run), *TINY])  # rerun step 1 alone
+    assert "=== run: step 1/1" in capsys.readouterr().out
+
+    main(["test", "--task", "15-5", "--step", "1", "--run_dir", str(run), "--trainer.limit_test_batches=1"])
+    assert "step 1: old" in capsys.readouterr().out
+
+
+def test_step_without_previous_checkpoint_fails(cache):
+    with pytest.raises(SystemExit, match="checkpoint of step 0"):
+        main(["train", "--task", "15-5", "--step", "1", "--run_dir", str(cache / "empty"), *TINY])
+
+
+def test_help_lists_driver_and_lightning_arguments(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = capsys.readouterr().out
+    assert "--task" in out and "--run_dir" in out and "--model.kd" in out and "--data.memory_size" in out
