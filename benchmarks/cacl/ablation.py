@@ -48,17 +48,25 @@ def main() -> None:
     parser.add_argument("--max_epochs", type=int, default=20)
     opts = parser.parse_args()
     data = opts.out / "data"
-    common = [f"--data.source_root={data / 'source'}", f"--data.target_root={data / 'target'}",
-              f"--model.source_epochs={opts.source_epochs}"]
+    common = [
+        f"--data.source_root={data / 'source'}",
+        f"--data.target_root={data / 'target'}",
+        f"--model.source_epochs={opts.source_epochs}",
+    ]
     start = time.perf_counter()
+
     # the synthetic pair is written once, by a first source-only run, before anything runs in parallel
     def source_only(seed: int) -> tuple[int, dict]:
         done = sorted((opts.out / f"source_s{seed}").glob("runs/cacl/version_*/metrics.csv"))
         if done and (done[-1].parent / "checkpoints/last.ckpt").is_file():
-            return seed, {k: float(v) for r in csv.DictReader(open(done[-1])) for k, v in r.items()
-                          if k.startswith("test/") and v}
-        return seed, run(opts.out / f"source_s{seed}", [*common, f"--seed_everything={seed}", f"--data.seed={seed}",
-                                                       f"--trainer.max_epochs={opts.source_epochs}"])
+            return seed, {
+                k: float(v) for r in csv.DictReader(open(done[-1])) for k, v in r.items() if k.startswith("test/") and v
+            }
+        return seed, run(
+            opts.out / f"source_s{seed}",
+            [*common, f"--seed_everything={seed}", f"--data.seed={seed}", f"--trainer.max_epochs={opts.source_epochs}"],
+        )
+
     results: dict[str, dict[int, dict]] = {"source-only": {}}
     first, *rest = opts.seeds
     results["source-only"].update([source_only(first)])
@@ -69,23 +77,31 @@ def main() -> None:
             name, seed = job
             ckpt = opts.out / f"source_s{seed}" / "runs/cacl/version_0/checkpoints/last.ckpt"
             folder = opts.out / f"{list(VARIANTS).index(name)}_s{seed}"
-            args = [*common, f"--seed_everything={seed}", f"--data.seed={seed}", "--model.source_epochs=0",
-                    f"--model.source_checkpoint={ckpt}", f"--trainer.max_epochs={opts.max_epochs - opts.source_epochs}",
-                    *VARIANTS[name]]
+            args = [
+                *common,
+                f"--seed_everything={seed}",
+                f"--data.seed={seed}",
+                "--model.source_epochs=0",
+                f"--model.source_checkpoint={ckpt}",
+                f"--trainer.max_epochs={opts.max_epochs - opts.source_epochs}",
+                *VARIANTS[name],
+            ]
             return name, seed, run(folder, args)
 
         for name, seed, metrics in pool.map(adapt, [(n, s) for s in opts.seeds for n in VARIANTS]):
             results.setdefault(name, {})[seed] = metrics
     minutes = (time.perf_counter() - start) / 60
     print(f"\nsynthetic source -> target, target test split, seeds {opts.seeds} ({minutes:.1f} min, {opts.jobs} jobs)")
-    print(f"| method | mAP per seed | mAP mean ± sd | rank-1 mean |")
+    print("| method | mAP per seed | mAP mean ± sd | rank-1 mean |")
     print("|---|---|---|---|")
     for name, per_seed in results.items():
         maps = [per_seed[s]["test/mAP"] for s in opts.seeds]
         r1 = [per_seed[s]["test/rank1"] for s in opts.seeds]
         sd = statistics.stdev(maps) if len(maps) > 1 else 0.0
-        print(f"| {name} | {' / '.join(f'{m:.3f}' for m in maps)} | {statistics.mean(maps):.3f} ± {sd:.3f} | "
-              f"{statistics.mean(r1):.3f} |")
+        print(
+            f"| {name} | {' / '.join(f'{m:.3f}' for m in maps)} | {statistics.mean(maps):.3f} ± {sd:.3f} | "
+            f"{statistics.mean(r1):.3f} |"
+        )
 
 
 if __name__ == "__main__":

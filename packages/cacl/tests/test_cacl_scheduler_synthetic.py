@@ -12,7 +12,9 @@ from cvlab_shared.data.synthetic_reid import write_synthetic_reid
 
 def thumbnails(records) -> torch.Tensor:
     """4x8 RGB thumbnails as features: they keep the colour cast, brightness and contrast a camera style sets."""
-    arrays = [np.asarray(Image.open(r.path).convert("RGB").resize((4, 8)), dtype=np.float32).ravel() / 255 for r in records]
+    arrays = [
+        np.asarray(Image.open(r.path).convert("RGB").resize((4, 8)), dtype=np.float32).ravel() / 255 for r in records
+    ]
     return torch.from_numpy(np.stack(arrays))
 
 

@@ -12,14 +12,17 @@ from cvlab_shared.metrics.rerank import cluster_pseudo_labels, jaccard_distance
 SPARSE_ABOVE = 8192
 
 
-def pseudo_labels(features: torch.Tensor, k1: int = 30, k2: int = 6, eps: float = 0.6, min_samples: int = 4) -> torch.Tensor:
+def pseudo_labels(
+    features: torch.Tensor, k1: int = 30, k2: int = 6, eps: float = 0.6, min_samples: int = 4
+) -> torch.Tensor:
     """DBSCAN on the k-reciprocal Jaccard distance of L2-normalised features; -1 marks outliers (SpCL recipe).
 
     Above `SPARSE_ABOVE` images the distance is kept sparse (MSMT17's 32k images would need 4 GB dense).
     """
     n = len(features)
-    dist = jaccard_distance(features.detach().float(), k1=min(k1, n - 1), k2=max(1, min(k2, n - 1)),
-                            sparse=n > SPARSE_ABOVE)
+    dist = jaccard_distance(
+        features.detach().float(), k1=min(k1, n - 1), k2=max(1, min(k2, n - 1)), sparse=n > SPARSE_ABOVE
+    )
     labels = cluster_pseudo_labels(dist, eps=eps, min_samples=min_samples)
     return torch.as_tensor(labels, dtype=torch.long, device=features.device)
 

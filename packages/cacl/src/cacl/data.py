@@ -143,7 +143,9 @@ class CaclDataModule(pl.LightningDataModule):
                 continue
             if folder.exists():
                 shutil.rmtree(folder)
-            print(f"writing the synthetic {'source' if root == h.source_root else 'target'} dataset to {root}", flush=True)
+            print(
+                f"writing the synthetic {'source' if root == h.source_root else 'target'} dataset to {root}", flush=True
+            )
             write_synthetic_reid(root, **settings)
             stamp.write_text(wanted)
 
@@ -154,7 +156,7 @@ class CaclDataModule(pl.LightningDataModule):
         if self.source_train:
             return
         h = self.hparams
-        read = lambda name, root: read_reid_dataset("market1501" if name == "synthetic" else name, root)  # noqa: E731
+        read = lambda name, root: read_reid_dataset("market1501" if name == "synthetic" else name, root)
         source, target = read(h.source, h.source_root), read(h.target, h.target_root)
         self.source_train, mapping = relabel(source.train)
         self.num_source_classes = len(mapping)
@@ -168,15 +170,25 @@ class CaclDataModule(pl.LightningDataModule):
         return json.loads(meta.read_text())["camera_shift_order"]
 
     def _train_transform(self):
-        return reid_transforms(True, size=tuple(self.hparams.image_size), pad=self.hparams.image_size[1] // 12,
-                               erasing_p=self.hparams.erasing_p)
+        return reid_transforms(
+            True,
+            size=tuple(self.hparams.image_size),
+            pad=self.hparams.image_size[1] // 12,
+            erasing_p=self.hparams.erasing_p,
+        )
 
     def _pk_loader(self, dataset: Dataset, labels: list[int], p: int, epoch: int) -> DataLoader:
         h = self.hparams
         sampler = RepeatedPKSampler(labels, p, h.batch_k, h.iters, seed=h.seed)
         sampler.set_epoch(epoch)
-        return DataLoader(dataset, batch_size=p * h.batch_k, sampler=sampler, num_workers=h.num_workers, drop_last=True,
-                          persistent_workers=False)
+        return DataLoader(
+            dataset,
+            batch_size=p * h.batch_k,
+            sampler=sampler,
+            num_workers=h.num_workers,
+            drop_last=True,
+            persistent_workers=False,
+        )
 
     def train_dataloader(self) -> CombinedLoader:
         """Source P x K batches, plus target P x K batches over pseudo labels when the module's plan has any."""
@@ -189,7 +201,7 @@ class CaclDataModule(pl.LightningDataModule):
             indices, labels = plan
             records = [self.target_train[i] for i in indices]
             target = ImageDataset(relabelled(records, labels), self._train_transform())
-            p = min(self.hparams.batch_p, len(set(y for y in labels if y >= 0)))
+            p = min(self.hparams.batch_p, len({y for y in labels if y >= 0}))
             loaders["target"] = self._pk_loader(target, labels, p, epoch)
         return CombinedLoader(loaders, mode="min_size")
 
@@ -197,8 +209,11 @@ class CaclDataModule(pl.LightningDataModule):
         """This process's shard (every world-th image) of `records`, test transform; batches carry the index."""
         rank, world = rank_and_world()
         dataset = ImageDataset(records, reid_transforms(False, size=tuple(self.hparams.image_size)))
-        return DataLoader(Subset(dataset, range(rank, len(records), world)), batch_size=self.hparams.test_batch_size,
-                          num_workers=self.hparams.num_workers)
+        return DataLoader(
+            Subset(dataset, range(rank, len(records), world)),
+            batch_size=self.hparams.test_batch_size,
+            num_workers=self.hparams.num_workers,
+        )
 
     def val_dataloader(self) -> DataLoader:
         return self.feature_loader(self.query + self.gallery)
