@@ -16,8 +16,12 @@ def test_camera_counts_follow_the_teaser_example():
     w = camera_diversity_weights(labels, cams, 3)
     assert w[0] > w[1] > w[2]
     torch.testing.assert_close(w.mean(), torch.tensor(1.0))
-    torch.testing.assert_close(camera_diversity_weights(labels, cams, 3, normalize="total"), torch.tensor([3, 2, 1]) / 4.0)
-    torch.testing.assert_close(camera_diversity_weights(labels, cams, 3, normalize="none", power=2.0), torch.tensor([9.0, 4, 1]))
+    torch.testing.assert_close(
+        camera_diversity_weights(labels, cams, 3, normalize="total"), torch.tensor([3, 2, 1]) / 4.0
+    )
+    torch.testing.assert_close(
+        camera_diversity_weights(labels, cams, 3, normalize="none", power=2.0), torch.tensor([9.0, 4, 1])
+    )
 
 
 def test_loss_is_weighted_cross_entropy_and_uniform_weights_give_plain_ce():

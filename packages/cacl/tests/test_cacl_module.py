@@ -10,9 +10,19 @@ import torch
 from cacl.cli import main
 
 TINY = [
-    "--model.width=8", "--model.source_epochs=1", "--model.k1=10", "--model.k2=3", "--model.eps=0.7",
-    "--model.min_samples=2", "--data.image_size=[32,16]", "--data.batch_p=4", "--data.batch_k=2", "--data.iters=2",
-    "--data.synthetic_ids=12", "--data.synthetic_cams=3", "--data.synthetic_images_per_cam=2",
+    "--model.width=8",
+    "--model.source_epochs=1",
+    "--model.k1=10",
+    "--model.k2=3",
+    "--model.eps=0.7",
+    "--model.min_samples=2",
+    "--data.image_size=[32,16]",
+    "--data.batch_p=4",
+    "--data.batch_k=2",
+    "--data.iters=2",
+    "--data.synthetic_ids=12",
+    "--data.synthetic_cams=3",
+    "--data.synthetic_images_per_cam=2",
     "--trainer.check_val_every_n_epoch=1",
 ]
 
@@ -28,7 +38,14 @@ def test_train_runs_the_curriculum_and_reports_before_and_after(tmp_path, monkey
     assert len(state["schedule"]["stages"]) == 3 and sorted(state["schedule"]["order"]) == [0, 1, 2]
     assert 0.0 <= state["source_only"]["mAP"] <= 1.0
     # resume from the last checkpoint for one more epoch: the schedule comes back from the checkpoint
-    main(["train", *TINY, "--trainer.max_epochs=5", f"--ckpt_path={tmp_path / 'runs/cacl/version_0/checkpoints/last.ckpt'}"])
+    main(
+        [
+            "train",
+            *TINY,
+            "--trainer.max_epochs=5",
+            f"--ckpt_path={tmp_path / 'runs/cacl/version_0/checkpoints/last.ckpt'}",
+        ]
+    )
     resumed = capsys.readouterr().out
     assert "target before adaptation" not in resumed and "stage 3/3" in resumed
 
@@ -40,10 +57,10 @@ def test_no_curriculum_is_one_stage_with_every_camera(tmp_path, monkeypatch, cap
     assert "stage 1/1 cameras [0, 1, 2]" in out
 
 
-def test_max_epochs_must_leave_room_for_adaptation(tmp_path, monkeypatch):
+def test_max_epochs_below_source_epochs_is_rejected(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ValueError, match="max_epochs"):
-        main(["train", *TINY, "--trainer.max_epochs=1"])
+        main(["train", *TINY, "--model.source_epochs=3", "--trainer.max_epochs=2"])
 
 
 @pytest.mark.slow
@@ -57,3 +74,16 @@ def test_ddp_ranks_hold_the_same_memory_clusters_and_metrics(tmp_path):
         torch.testing.assert_close(a["memory"], b["memory"])
         torch.testing.assert_close(a["weights"], b["weights"])
         assert a["val_mAP"] == b["val_mAP"]
+
+
+@pytest.mark.parametrize(
+    "name", ["cacl_resnet50_market2msmt", "cacl_resnet50_msmt2market", "cacl_resnet50_personx2market"]
+)
+def test_dataset_configs_parse_and_name_the_expected_layout_when_data_is_missing(name, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit):
+        main(["train", "--config", name, "--print_config"])
+    printed = capsys.readouterr().out
+    assert "backbone: resnet50" in printed and "iters: 400" in printed
+    with pytest.raises(FileNotFoundError, match="expected"):
+        main(["train", "--config", name, "--trainer.accelerator=cpu", "--trainer.precision=32"])

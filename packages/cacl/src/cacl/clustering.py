@@ -1,49 +1,29 @@
-"""Pseudo labels for the target subset (k-reciprocal Jaccard distance + DBSCAN) and per-stage cluster statistics."""
+"""Pseudo labels for the target subset (the core's k-reciprocal Jaccard distance + DBSCAN) and cluster statistics."""
 
 from __future__ import annotations
 
 import torch
-from sklearn.cluster import DBSCAN
 from sklearn.metrics import adjusted_rand_score
 
 from cacl.losses import cluster_camera_counts
+from cvlab_shared.metrics.rerank import cluster_pseudo_labels, jaccard_distance
 
 
-def jaccard_distance(features: torch.Tensor, k1: int = 30, k2: int = 6) -> torch.Tensor:
-    """k-reciprocal Jaccard distance (Zhong et al., CVPR'17, eqs. 7-12; lambda = 0), dense, for small sets."""
+SPARSE_ABOVE = 8192
+
+
+def pseudo_labels(
+    features: torch.Tensor, k1: int = 30, k2: int = 6, eps: float = 0.6, min_samples: int = 4
+) -> torch.Tensor:
+    """DBSCAN on the k-reciprocal Jaccard distance of L2-normalised features; -1 marks outliers (SpCL recipe).
+
+    Above `SPARSE_ABOVE` images the distance is kept sparse (MSMT17's 32k images would need 4 GB dense).
+    """
     n = len(features)
-    k1, k2 = min(k1, n - 1), min(k2, n)
-    dist = torch.cdist(features.double(), features.double()).pow(2)
-    rank = dist.argsort(dim=1)
-    forward = rank[:, : k1 + 1]
-
-    def reciprocal(i: int, k: int) -> torch.Tensor:
-        cand = rank[i, : k + 1]
-        back = rank[cand, : k + 1]
-        return cand[(back == i).any(dim=1)]
-
-    v = torch.zeros(n, n, dtype=torch.float64)
-    for i in range(n):
-        rec = reciprocal(i, k1)
-        expanded = rec
-        for j in rec.tolist():
-            half = reciprocal(j, int(round(k1 / 2)))
-            if len(set(half.tolist()) & set(rec.tolist())) > 2 / 3 * len(half):
-                expanded = torch.cat([expanded, half])
-        expanded = torch.unique(expanded)
-        w = torch.exp(-dist[i, expanded])
-        v[i, expanded] = w / w.sum()
-    if k2 > 1:
-        v = torch.stack([v[forward[i, :k2]].mean(0) for i in range(n)])
-    inter = torch.minimum(v.unsqueeze(1), v.unsqueeze(0)).sum(-1)
-    union = torch.maximum(v.unsqueeze(1), v.unsqueeze(0)).sum(-1)
-    return (1.0 - inter / union.clamp(min=1e-12)).float()
-
-
-def pseudo_labels(features: torch.Tensor, k1: int = 30, k2: int = 6, eps: float = 0.6, min_samples: int = 4) -> torch.Tensor:
-    """DBSCAN on the Jaccard distance of L2-normalised features; -1 marks outliers (Cluster-Contrast / SpCL recipe)."""
-    dist = jaccard_distance(features.detach().cpu(), k1, k2).clamp(min=0).numpy()
-    labels = DBSCAN(eps=eps, min_samples=min_samples, metric="precomputed").fit_predict(dist)
+    dist = jaccard_distance(
+        features.detach().float(), k1=min(k1, n - 1), k2=max(1, min(k2, n - 1)), sparse=n > SPARSE_ABOVE
+    )
+    labels = cluster_pseudo_labels(dist, eps=eps, min_samples=min_samples)
     return torch.as_tensor(labels, dtype=torch.long, device=features.device)
 
 

@@ -31,27 +31,30 @@ def rank_and_world() -> tuple[int, int]:
 
 
 class RepeatedPKSampler(PKSampler):
-    """A PKSampler that runs its epochs back to back until exactly `iters` batches (per process) are drawn.
+    """P x K batches drawn from back-to-back PKSampler epochs until each process has exactly `iters` batches.
 
-    Cluster-Contrast and SpCL train a fixed number of iterations per epoch whatever the number of clusters.
+    Cluster-Contrast and SpCL train a fixed number of iterations per epoch whatever the number of clusters. The
+    batches are drawn for all processes at once (same seed everywhere) and dealt out round-robin, so a small
+    camera subset with a single P x K batch per pass still feeds every process.
     """
 
     def __init__(self, pids, p: int, k: int, iters: int, seed: int = 0) -> None:
-        super().__init__(pids, p, k, seed=seed)
+        super().__init__(pids, p, k, seed=seed, num_replicas=1, rank=0)
         self.iters = iters
+        self.process, self.processes = rank_and_world()
 
     def __iter__(self):
-        drawn, sub_epoch, base = 0, 0, self.epoch
-        while drawn < self.iters:
+        needed, batches, sub_epoch, base = self.iters * self.processes, [], 0, self.epoch
+        while len(batches) < needed:
             self.epoch = base * 1000 + sub_epoch
-            batches = self._batches()
-            if not batches:
-                raise ValueError(f"too few images for one P x K = {self.p} x {self.k} batch per process")
-            for batch in batches[: self.iters - drawn]:
-                yield from batch
-            drawn += min(len(batches), self.iters - drawn)
+            drawn = self._batches()
+            if not drawn:
+                raise ValueError(f"too few images or identities for one P x K = {self.p} x {self.k} batch")
+            batches += drawn
             sub_epoch += 1
         self.epoch = base
+        for batch in batches[self.process : needed : self.processes]:
+            yield from batch
 
     def __len__(self) -> int:
         return self.iters * self.p * self.k
@@ -140,7 +143,9 @@ class CaclDataModule(pl.LightningDataModule):
                 continue
             if folder.exists():
                 shutil.rmtree(folder)
-            print(f"writing the synthetic {'source' if root == h.source_root else 'target'} dataset to {root}", flush=True)
+            print(
+                f"writing the synthetic {'source' if root == h.source_root else 'target'} dataset to {root}", flush=True
+            )
             write_synthetic_reid(root, **settings)
             stamp.write_text(wanted)
 
@@ -151,7 +156,7 @@ class CaclDataModule(pl.LightningDataModule):
         if self.source_train:
             return
         h = self.hparams
-        read = lambda name, root: read_reid_dataset("market1501" if name == "synthetic" else name, root)  # noqa: E731
+        read = lambda name, root: read_reid_dataset("market1501" if name == "synthetic" else name, root)
         source, target = read(h.source, h.source_root), read(h.target, h.target_root)
         self.source_train, mapping = relabel(source.train)
         self.num_source_classes = len(mapping)
@@ -165,15 +170,25 @@ class CaclDataModule(pl.LightningDataModule):
         return json.loads(meta.read_text())["camera_shift_order"]
 
     def _train_transform(self):
-        return reid_transforms(True, size=tuple(self.hparams.image_size), pad=self.hparams.image_size[1] // 12,
-                               erasing_p=self.hparams.erasing_p)
+        return reid_transforms(
+            True,
+            size=tuple(self.hparams.image_size),
+            pad=self.hparams.image_size[1] // 12,
+            erasing_p=self.hparams.erasing_p,
+        )
 
     def _pk_loader(self, dataset: Dataset, labels: list[int], p: int, epoch: int) -> DataLoader:
         h = self.hparams
         sampler = RepeatedPKSampler(labels, p, h.batch_k, h.iters, seed=h.seed)
         sampler.set_epoch(epoch)
-        return DataLoader(dataset, batch_size=p * h.batch_k, sampler=sampler, num_workers=h.num_workers, drop_last=True,
-                          persistent_workers=False)
+        return DataLoader(
+            dataset,
+            batch_size=p * h.batch_k,
+            sampler=sampler,
+            num_workers=h.num_workers,
+            drop_last=True,
+            persistent_workers=False,
+        )
 
     def train_dataloader(self) -> CombinedLoader:
         """Source P x K batches, plus target P x K batches over pseudo labels when the module's plan has any."""
@@ -186,7 +201,7 @@ class CaclDataModule(pl.LightningDataModule):
             indices, labels = plan
             records = [self.target_train[i] for i in indices]
             target = ImageDataset(relabelled(records, labels), self._train_transform())
-            p = min(self.hparams.batch_p, len(set(y for y in labels if y >= 0)))
+            p = min(self.hparams.batch_p, len({y for y in labels if y >= 0}))
             loaders["target"] = self._pk_loader(target, labels, p, epoch)
         return CombinedLoader(loaders, mode="min_size")
 
@@ -194,8 +209,11 @@ class CaclDataModule(pl.LightningDataModule):
         """This process's shard (every world-th image) of `records`, test transform; batches carry the index."""
         rank, world = rank_and_world()
         dataset = ImageDataset(records, reid_transforms(False, size=tuple(self.hparams.image_size)))
-        return DataLoader(Subset(dataset, range(rank, len(records), world)), batch_size=self.hparams.test_batch_size,
-                          num_workers=self.hparams.num_workers)
+        return DataLoader(
+            Subset(dataset, range(rank, len(records), world)),
+            batch_size=self.hparams.test_batch_size,
+            num_workers=self.hparams.num_workers,
+        )
 
     def val_dataloader(self) -> DataLoader:
         return self.feature_loader(self.query + self.gallery)

@@ -47,7 +47,9 @@ class ClusterMemory(nn.Module):
             "mean" moves each prototype once towards the mean of its batch features.
     """
 
-    def __init__(self, feature_dim: int, temperature: float = 0.05, momentum: float = 0.1, update: str = "sample") -> None:
+    def __init__(
+        self, feature_dim: int, temperature: float = 0.05, momentum: float = 0.1, update: str = "sample"
+    ) -> None:
         super().__init__()
         if update not in UPDATES:
             raise ValueError(f"update must be one of {UPDATES}, got {update!r}")

@@ -19,10 +19,11 @@ from torch import nn
 
 from cacl.clustering import cluster_statistics, pseudo_labels
 from cacl.curriculum import CameraCurriculum, camera_curriculum
-from cacl.evaluation import retrieval_metrics
 from cacl.losses import CameraDiversityLoss
 from cacl.memory import ClusterMemory, all_gather_rows, class_centroids, distributed
+from cvlab_shared.metrics.retrieval import evaluate_retrieval
 from cvlab_shared.models.reid import build_model
+from cvlab_shared.models.weights import load_pretrained
 
 
 class CaclModule(pl.LightningModule):
@@ -38,6 +39,8 @@ class CaclModule(pl.LightningModule):
         weight_decay: Adam weight decay (5e-4).
         lr_step: epochs between x0.1 learning-rate steps, counted from the start of adaptation (0 = constant).
         source_epochs: supervised source epochs before adaptation (the source-only model).
+        source_checkpoint: a checkpoint of a source-only run whose network weights to start from (with
+            source_epochs=0): the adaptation variants of an ablation then share one source model.
         curriculum: camera curriculum on (paper) or one stage with every camera (ablation).
         cameras_per_stage: cameras added per stage (1 in the paper's figure).
         mmd_max_samples: at most this many features per set enter the MMD (seeded subsample).
@@ -67,6 +70,7 @@ class CaclModule(pl.LightningModule):
         weight_decay: float = 5e-4,
         lr_step: int = 0,
         source_epochs: int = 10,
+        source_checkpoint: str | None = None,
         curriculum: bool = True,
         cameras_per_stage: int = 1,
         mmd_max_samples: int = 1000,
@@ -87,6 +91,8 @@ class CaclModule(pl.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.model = build_model(backbone, 0, last_stride, pooling, width, pretrained)
+        if source_checkpoint:
+            load_pretrained(self.model, source_checkpoint, prefix="model.")
         self.source_classifier: nn.Linear | None = None
         self.memory = ClusterMemory(self.model.feature_dim, temperature, momentum)
         self.cd = CameraDiversityLoss(cd_normalize, cd_power, enabled=cd_loss)
@@ -108,16 +114,21 @@ class CaclModule(pl.LightningModule):
 
     def on_fit_start(self) -> None:
         if self.trainer.reload_dataloaders_every_n_epochs != 1:
-            raise ValueError("CaCL rebuilds its training loaders each epoch: set trainer.reload_dataloaders_every_n_epochs=1")
-        if self.trainer.max_epochs is None or self.trainer.max_epochs <= self.hparams.source_epochs:
-            raise ValueError(f"trainer.max_epochs must exceed source_epochs={self.hparams.source_epochs}")
+            raise ValueError(
+                "CaCL rebuilds its training loaders each epoch: set trainer.reload_dataloaders_every_n_epochs=1"
+            )
+        if self.trainer.max_epochs is None or self.trainer.max_epochs < self.hparams.source_epochs:
+            raise ValueError(
+                f"trainer.max_epochs must be at least source_epochs={self.hparams.source_epochs} "
+                "(equal: source-only training)"
+            )
 
     def configure_optimizers(self):
         opt = torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
         if self.hparams.lr_step <= 0:
             return opt
         start, step = self.hparams.source_epochs, self.hparams.lr_step
-        decay = lambda e: 0.1 ** (max(e - start, 0) // step) if e >= start else 1.0  # noqa: E731
+        decay = lambda e: 0.1 ** (max(e - start, 0) // step) if e >= start else 1.0
         return {"optimizer": opt, "lr_scheduler": torch.optim.lr_scheduler.LambdaLR(opt, decay)}
 
     # ---- the curriculum -----------------------------------------------------------------------------------------
@@ -152,13 +163,21 @@ class CaclModule(pl.LightningModule):
     def _start_adaptation(self) -> None:
         dm = self.trainer.datamodule
         self.source_only = self.evaluate_target()
-        self._print(f"target before adaptation (source-only): mAP={self.source_only['mAP']:.4f} "
-                    f"rank-1={self.source_only['rank1']:.4f}")
+        self._print(
+            f"target before adaptation (source-only): mAP={self.source_only['mAP']:.4f} "
+            f"rank-1={self.source_only['rank1']:.4f}"
+        )
         source = self.extract(dm.source_train)
         target = self.extract(dm.target_train)
         cams = torch.tensor([r.camid for r in dm.target_train], device=self.device)
-        self.schedule = camera_curriculum(source, target, cams, self.hparams.cameras_per_stage,
-                                          self.hparams.curriculum, max_samples=self.hparams.mmd_max_samples)
+        self.schedule = camera_curriculum(
+            source,
+            target,
+            cams,
+            self.hparams.cameras_per_stage,
+            self.hparams.curriculum,
+            max_samples=self.hparams.mmd_max_samples,
+        )
         self._print(self.schedule.describe())
         truth = dm.synthetic_camera_order()
         if truth is not None:
@@ -187,8 +206,10 @@ class CaclModule(pl.LightningModule):
         weights = self.cd.set_clusters(labels.cpu(), camids.cpu(), self.num_clusters).to(self.device)
         self.cd.weights = weights
         stats = cluster_statistics(labels.cpu(), camids.cpu(), torch.tensor([r.pid for r in records]), weights.cpu())
-        self._print(f"epoch {epoch + 1} stage {stage + 1}/{len(self.schedule.stages)} cameras {sorted(cams)}: "
-                    + " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in stats.items()))
+        self._print(
+            f"epoch {epoch + 1} stage {stage + 1}/{len(self.schedule.stages)} cameras {sorted(cams)}: "
+            + " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in stats.items())
+        )
         self._epoch_log = {f"cluster/{k}": float(v) for k, v in stats.items()} | {"curriculum/stage": float(stage + 1)}
         source_rows = self.memory.features[: self.num_source_classes]
         if self.num_clusters < 2:
@@ -224,7 +245,7 @@ class CaclModule(pl.LightningModule):
         ns, h = self.num_source_classes, self.hparams
         x = xs if xt is None else torch.cat([xs, xt])
         feats = self.model(x).bn_features
-        fs, ft = feats[: len(xs)], feats[len(xs):]
+        fs, ft = feats[: len(xs)], feats[len(xs) :]
         logits_s = self.memory.logits(fs)
         loss_s = F.cross_entropy(logits_s if h.shared_classifier else logits_s[:, :ns], ys)
         loss = h.source_weight * loss_s
@@ -246,8 +267,20 @@ class CaclModule(pl.LightningModule):
     def evaluate_target(self) -> dict[str, float]:
         """mAP / CMC of the current model on the target query/gallery (outside the Lightning loops)."""
         dm = self.trainer.datamodule
-        feats = F.normalize(self.extract(dm.query + dm.gallery), dim=1)
-        return retrieval_metrics(feats[: len(dm.query)], feats[len(dm.query):], dm.query, dm.gallery)
+        return self._metrics(F.normalize(self.extract(dm.query + dm.gallery), dim=1))
+
+    def _metrics(self, feats: torch.Tensor) -> dict[str, float]:
+        """Market protocol on target query/gallery features (same id + camera removed, non-interpolated mAP)."""
+        q, g = self.trainer.datamodule.query, self.trainer.datamodule.gallery
+        out = evaluate_retrieval(
+            feats[: len(q)],
+            feats[len(q) :],
+            [r.pid for r in q],
+            [r.pid for r in g],
+            [r.camid for r in q],
+            [r.camid for r in g],
+        )
+        return {name: float(out[name]) for name in ("mAP", "rank1", "rank5")}
 
     def validation_step(self, batch, batch_idx: int) -> None:
         images, _, _, index = batch
@@ -259,18 +292,28 @@ class CaclModule(pl.LightningModule):
     def _finish_eval(self, stage: str) -> None:
         dm = self.trainer.datamodule
         dim = self.model.feature_dim
-        feats = torch.cat([f for f, _ in self._val_batches]) if self._val_batches else torch.zeros(0, dim, device=self.device)
-        index = torch.cat([i for _, i in self._val_batches]) if self._val_batches else torch.zeros(0, dtype=torch.long, device=self.device)
+        feats = (
+            torch.cat([f for f, _ in self._val_batches])
+            if self._val_batches
+            else torch.zeros(0, dim, device=self.device)
+        )
+        index = (
+            torch.cat([i for _, i in self._val_batches])
+            if self._val_batches
+            else torch.zeros(0, dtype=torch.long, device=self.device)
+        )
         feats, index = all_gather_rows(feats), all_gather_rows(index)
         full = torch.zeros(len(dm.query) + len(dm.gallery), dim, device=self.device)
         full[index] = feats
-        metrics = retrieval_metrics(full[: len(dm.query)], full[len(dm.query):], dm.query, dm.gallery)
+        metrics = self._metrics(full)
         self._val_batches = []
         for name, value in metrics.items():
             self.log(f"{stage}/{name}", value, rank_zero_only=False, sync_dist=False)
         if stage == "test" and self.source_only:
-            self._print(f"target mAP / rank-1: before adaptation {self.source_only['mAP']:.4f} / "
-                        f"{self.source_only['rank1']:.4f}, after CaCL {metrics['mAP']:.4f} / {metrics['rank1']:.4f}")
+            self._print(
+                f"target mAP / rank-1: before adaptation {self.source_only['mAP']:.4f} / "
+                f"{self.source_only['rank1']:.4f}, after CaCL {metrics['mAP']:.4f} / {metrics['rank1']:.4f}"
+            )
             self.log("test/source_only_mAP", self.source_only["mAP"])
             self.log("test/source_only_rank1", self.source_only["rank1"])
 
@@ -291,8 +334,11 @@ class CaclModule(pl.LightningModule):
         schedule = None
         if self.schedule is not None:
             schedule = {"mmd": self.schedule.mmd, "order": self.schedule.order, "stages": self.schedule.stages}
-        checkpoint["cacl"] = {"schedule": schedule, "source_only": self.source_only,
-                              "num_source_classes": self.num_source_classes}
+        checkpoint["cacl"] = {
+            "schedule": schedule,
+            "source_only": self.source_only,
+            "num_source_classes": self.num_source_classes,
+        }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         state = checkpoint.get("cacl", {})

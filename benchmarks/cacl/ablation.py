@@ -1,0 +1,108 @@
+"""CaCL ablation on the synthetic source -> target pair: source-only vs full CaCL vs no curriculum vs no CD loss.
+
+For each seed the source-only model is trained once (`cacl train` with max_epochs = source_epochs, the default
+config otherwise); the three adaptation variants start from its last checkpoint (`--model.source_checkpoint`,
+`--model.source_epochs=0`, max_epochs - source_epochs adaptation epochs), so they share the same source model and
+differ only in the adaptation. A finished source-only run found in --out is reused. Every number is target test mAP / rank-1 measured in this run.
+
+    uv run python benchmarks/cacl/ablation.py --seeds 0 1 2 --jobs 2 --out /tmp/cacl_ablation
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+VARIANTS = {
+    "CaCL (curriculum + CD loss)": [],
+    "no curriculum (all cameras, CD loss)": ["--model.curriculum=false"],
+    "no CD loss (curriculum, plain cluster CE)": ["--model.cd_loss=false"],
+}
+
+
+def run(cwd: Path, args: list[str]) -> dict[str, float]:
+    """`cacl train ARGS` in `cwd` (one thread), returning the test metrics of its metrics.csv."""
+    cwd.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, OMP_NUM_THREADS="1", WANDB_MODE="disabled")
+    cmd = [sys.executable, "-c", "from cacl.cli import main; main()", "train", *args]
+    with open(cwd / "log.txt", "w") as log:
+        subprocess.run(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, check=True)
+    rows = list(csv.DictReader(open(sorted(cwd.glob("runs/cacl/version_*/metrics.csv"))[-1])))
+    test = [r for r in rows if r.get("test/mAP")][-1]
+    return {k: float(v) for k, v in test.items() if k.startswith("test/") and v}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--jobs", type=int, default=2, help="runs in parallel (one thread each)")
+    parser.add_argument("--out", type=Path, default=Path("/tmp/cacl_ablation"))
+    parser.add_argument("--source_epochs", type=int, default=8)
+    parser.add_argument("--max_epochs", type=int, default=20)
+    opts = parser.parse_args()
+    data = opts.out / "data"
+    common = [
+        f"--data.source_root={data / 'source'}",
+        f"--data.target_root={data / 'target'}",
+        f"--model.source_epochs={opts.source_epochs}",
+    ]
+    start = time.perf_counter()
+
+    # the synthetic pair is written once, by a first source-only run, before anything runs in parallel
+    def source_only(seed: int) -> tuple[int, dict]:
+        done = sorted((opts.out / f"source_s{seed}").glob("runs/cacl/version_*/metrics.csv"))
+        if done and (done[-1].parent / "checkpoints/last.ckpt").is_file():
+            return seed, {
+                k: float(v) for r in csv.DictReader(open(done[-1])) for k, v in r.items() if k.startswith("test/") and v
+            }
+        return seed, run(
+            opts.out / f"source_s{seed}",
+            [*common, f"--seed_everything={seed}", f"--data.seed={seed}", f"--trainer.max_epochs={opts.source_epochs}"],
+        )
+
+    results: dict[str, dict[int, dict]] = {"source-only": {}}
+    first, *rest = opts.seeds
+    results["source-only"].update([source_only(first)])
+    with ThreadPoolExecutor(opts.jobs) as pool:
+        results["source-only"].update(pool.map(source_only, rest))
+
+        def adapt(job: tuple[str, int]) -> tuple[str, int, dict]:
+            name, seed = job
+            ckpt = opts.out / f"source_s{seed}" / "runs/cacl/version_0/checkpoints/last.ckpt"
+            folder = opts.out / f"{list(VARIANTS).index(name)}_s{seed}"
+            args = [
+                *common,
+                f"--seed_everything={seed}",
+                f"--data.seed={seed}",
+                "--model.source_epochs=0",
+                f"--model.source_checkpoint={ckpt}",
+                f"--trainer.max_epochs={opts.max_epochs - opts.source_epochs}",
+                *VARIANTS[name],
+            ]
+            return name, seed, run(folder, args)
+
+        for name, seed, metrics in pool.map(adapt, [(n, s) for s in opts.seeds for n in VARIANTS]):
+            results.setdefault(name, {})[seed] = metrics
+    minutes = (time.perf_counter() - start) / 60
+    print(f"\nsynthetic source -> target, target test split, seeds {opts.seeds} ({minutes:.1f} min, {opts.jobs} jobs)")
+    print("| method | mAP per seed | mAP mean ± sd | rank-1 mean |")
+    print("|---|---|---|---|")
+    for name, per_seed in results.items():
+        maps = [per_seed[s]["test/mAP"] for s in opts.seeds]
+        r1 = [per_seed[s]["test/rank1"] for s in opts.seeds]
+        sd = statistics.stdev(maps) if len(maps) > 1 else 0.0
+        print(
+            f"| {name} | {' / '.join(f'{m:.3f}' for m in maps)} | {statistics.mean(maps):.3f} ± {sd:.3f} | "
+            f"{statistics.mean(r1):.3f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
