@@ -37,6 +37,7 @@ def test_train_all_steps_then_rerun_one_and_test(cache, capsys):
     for step in (0, 1):
         assert (run / f"step_{step}" / "last.ckpt").exists()
         assert (run / f"step_{step}" / "metrics.csv").exists()
+        assert (run / f"step_{step}" / "predictions.png").stat().st_size > 0
     results = [json.loads((run / f"step_{s}" / "results.json").read_text()) for s in (0, 1)]
     assert results[0]["classes"] == list(range(1, 16)) and results[1]["classes"] == list(range(16, 21))
     assert len(results[1]["per_class"]) == 21

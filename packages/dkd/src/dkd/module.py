@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
@@ -10,6 +11,7 @@ from torch import nn
 
 from cvlab_shared.metrics.segmentation import SegmentationMetrics
 from cvlab_shared.models.deeplab import DeepLabV3
+from cvlab_shared.visualize.segmentation import save_segmentation_grid
 from dkd.incremental import freeze_bn_and_dropout, init_novel_classifier, parameter_groups, predict
 from dkd.losses import DKDLoss, TeacherOutputs
 
@@ -167,16 +169,21 @@ class DKDModule(pl.LightningModule):
             self.log(f"train/{name}", value, sync_dist=True)
         return total
 
-    def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor], metric: SegmentationMetrics) -> None:
+    def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor], metric: SegmentationMetrics) -> torch.Tensor:
         image, label = batch
         logits, _ = self.net(image)
-        metric.update(predict(logits), label)
+        pred = predict(logits)
+        metric.update(pred, label)
+        return pred
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._evaluate(batch, self.val_metric)
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, self.test_metric)
+        pred = self._evaluate(batch, self.test_metric)
+        if batch_idx == 0 and self.trainer.is_global_zero and self.trainer.log_dir:
+            path = Path(self.trainer.log_dir) / "predictions.png"
+            save_segmentation_grid(path, batch[0], batch[1], pred, title=f"step {self.step_index}: image | truth | DKD")
 
     def _log_metric(self, metric: SegmentationMetrics, stage: str) -> dict[str, Any]:
         """old (class 0 + base classes), new (classes of steps 1..t), all mIoU and hIoU in %; at step 0 all = old."""
