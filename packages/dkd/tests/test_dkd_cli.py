@@ -1,6 +1,9 @@
 """`dkd train` runs the steps in order, each from the previous checkpoint, and writes the per-step table."""
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -13,7 +16,7 @@ TINY = [
     "--trainer.limit_test_batches=1",
     "--trainer.enable_model_summary=false",
     "--data.synthetic_train=40",
-    "--data.synthetic_val=8",
+    "--data.synthetic_val=8",  # every synthetic image holds an object: 8 test images, 4 per process under DDP
     "--data.synthetic_size=32",
     "--data.crop_size=32",
     "--data.batch_size=4",
@@ -56,8 +59,17 @@ def test_train_all_steps_then_rerun_one_and_test(cache, capsys):
     main(["train", "--task", "15-5", "--step", "1", "--run_dir", str(run), *TINY])  # rerun step 1 alone
     assert "=== run: step 1/1" in capsys.readouterr().out
 
-    main(["test", "--task", "15-5", "--step", "1", "--run_dir", str(run), "--trainer.limit_test_batches=1"])
-    assert "step 1: old" in capsys.readouterr().out
+    main(["test", "--task", "15-5", "--step", "1", "--run_dir", str(run)])
+    single = [line for line in capsys.readouterr().out.splitlines() if line.startswith("step 1: old")]
+    assert len(single) == 1
+
+    # the same evaluation with 2 CPU processes (gloo): the confusion matrix is summed over processes
+    ddp = ["--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.accelerator=cpu"]
+    command = [sys.executable, "-m", "dkd", "test", "--task", "15-5", "--step", "1", "--run_dir", str(run), *ddp]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert single[0] in done.stdout.splitlines()
 
 
 def test_step_without_previous_checkpoint_fails(cache):
