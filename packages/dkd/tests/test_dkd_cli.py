@@ -62,6 +62,7 @@ def test_train_all_steps_then_rerun_one_and_test(cache, capsys):
     main(["test", "--task", "15-5", "--step", "1", "--run_dir", str(run)])
     single = [line for line in capsys.readouterr().out.splitlines() if line.startswith("step 1: old")]
     assert len(single) == 1
+    assert (run / "step_1" / "test" / "predictions.png").exists() and (run / "step_1" / "metrics.csv").exists()
 
     # the same evaluation with 2 CPU processes (gloo): the confusion matrix is summed over processes
     ddp = ["--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.accelerator=cpu"]

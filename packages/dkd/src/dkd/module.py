@@ -23,7 +23,7 @@ def classes_per_step(task, step: int) -> list[int]:
 
 def load_step_weights(path: str) -> dict[str, torch.Tensor]:
     """The network weights (`net.*`) of a DKD step checkpoint, without the prefix."""
-    state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+    state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
     return {k[len("net.") :]: v for k, v in state.items() if k.startswith("net.")}
 
 
