@@ -181,9 +181,11 @@ class DKDModule(pl.LightningModule):
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         pred = self._evaluate(batch, self.test_metric)
-        if batch_idx == 0 and self.trainer.is_global_zero and self.trainer.log_dir:
-            path = Path(self.trainer.log_dir) / "predictions.png"
-            save_segmentation_grid(path, batch[0], batch[1], pred, title=f"step {self.step_index}: image | truth | DKD")
+        if batch_idx == 0:
+            log_dir = self.trainer.log_dir  # a broadcast: every process must ask
+            if self.trainer.is_global_zero and log_dir:
+                title = f"step {self.step_index}: image | truth | DKD"
+                save_segmentation_grid(Path(log_dir) / "predictions.png", batch[0], batch[1], pred, title=title)
 
     def _log_metric(self, metric: SegmentationMetrics, stage: str) -> dict[str, Any]:
         """old (class 0 + base classes), new (classes of steps 1..t), all mIoU and hIoU in %; at step 0 all = old."""
