@@ -77,7 +77,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("runs/bench_dkd"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--base_epochs", type=int, default=12)
+    parser.add_argument("--base_epochs", type=int, default=8)
     parser.add_argument("--step_epochs", type=int, default=4)
     parser.add_argument("extra", nargs="*", help="more arguments for every `dkd train` call (after --)")
     options = parser.parse_args()

@@ -1,6 +1,9 @@
 """`dkd train` runs the steps in order, each from the previous checkpoint, and writes the per-step table."""
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -13,7 +16,7 @@ TINY = [
     "--trainer.limit_test_batches=1",
     "--trainer.enable_model_summary=false",
     "--data.synthetic_train=40",
-    "--data.synthetic_val=8",
+    "--data.synthetic_val=8",  # every synthetic image holds an object: 8 test images, 4 per process under DDP
     "--data.synthetic_size=32",
     "--data.crop_size=32",
     "--data.batch_size=4",
@@ -37,6 +40,7 @@ def test_train_all_steps_then_rerun_one_and_test(cache, capsys):
     for step in (0, 1):
         assert (run / f"step_{step}" / "last.ckpt").exists()
         assert (run / f"step_{step}" / "metrics.csv").exists()
+        assert (run / f"step_{step}" / "predictions.png").stat().st_size > 0
     results = [json.loads((run / f"step_{s}" / "results.json").read_text()) for s in (0, 1)]
     assert results[0]["classes"] == list(range(1, 16)) and results[1]["classes"] == list(range(16, 21))
     assert len(results[1]["per_class"]) == 21
@@ -55,8 +59,18 @@ def test_train_all_steps_then_rerun_one_and_test(cache, capsys):
     main(["train", "--task", "15-5", "--step", "1", "--run_dir", str(run), *TINY])  # rerun step 1 alone
     assert "=== run: step 1/1" in capsys.readouterr().out
 
-    main(["test", "--task", "15-5", "--step", "1", "--run_dir", str(run), "--trainer.limit_test_batches=1"])
-    assert "step 1: old" in capsys.readouterr().out
+    main(["test", "--task", "15-5", "--step", "1", "--run_dir", str(run)])
+    single = [line for line in capsys.readouterr().out.splitlines() if line.startswith("step 1: old")]
+    assert len(single) == 1
+    assert (run / "step_1" / "test" / "predictions.png").exists() and (run / "step_1" / "metrics.csv").exists()
+
+    # the same evaluation with 2 CPU processes (gloo): the confusion matrix is summed over processes
+    ddp = ["--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.accelerator=cpu"]
+    command = [sys.executable, "-m", "dkd", "test", "--task", "15-5", "--step", "1", "--run_dir", str(run), *ddp]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert single[0] in done.stdout.splitlines()
 
 
 def test_step_without_previous_checkpoint_fails(cache):

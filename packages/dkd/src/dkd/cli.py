@@ -67,7 +67,11 @@ def _config_values(passthrough: Sequence[str]) -> dict[str, object]:
     return values
 
 
-def _step_args(values: dict[str, object], step: int, run_dir: Path, passthrough: Sequence[str]) -> list[str]:
+def _step_args(
+    values: dict[str, object], step: int, run_dir: Path, passthrough: Sequence[str], version: str = ""
+) -> list[str]:
+    """The LightningCLI arguments of one step: task, setting and step for the datamodule, checkpoint and log folders
+    (`step_N`, or `step_N/<version>` for evaluations, so that they do not overwrite the training logs)."""
     args = [
         *passthrough,
         f"--data.task={values['task']}",
@@ -79,7 +83,7 @@ def _step_args(values: dict[str, object], step: int, run_dir: Path, passthrough:
         args += [
             f"--trainer.logger.save_dir={run_dir}",
             "--trainer.logger.name=",
-            f"--trainer.logger.version=step_{step}",
+            f"--trainer.logger.version=step_{step}{'/' + version if version else ''}",
         ]
     return args
 
@@ -120,7 +124,7 @@ def train(options: argparse.Namespace, passthrough: list[str], values: dict[str,
 def test(options: argparse.Namespace, passthrough: list[str], values: dict[str, object], run_dir: Path) -> None:
     task = _task(values)
     step = task.num_steps - 1 if options.step is None else options.step
-    args = ["test", *_step_args(values, step, run_dir, passthrough)]
+    args = ["test", *_step_args(values, step, run_dir, passthrough, version="test")]
     saved = step_dir(run_dir, step) / "config.yaml"
     if "--config" not in passthrough and saved.exists():
         args = ["test", f"--config={saved}", *args[1:]]

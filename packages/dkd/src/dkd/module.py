@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
@@ -10,6 +11,7 @@ from torch import nn
 
 from cvlab_shared.metrics.segmentation import SegmentationMetrics
 from cvlab_shared.models.deeplab import DeepLabV3
+from cvlab_shared.visualize.segmentation import save_segmentation_grid
 from dkd.incremental import freeze_bn_and_dropout, init_novel_classifier, parameter_groups, predict
 from dkd.losses import DKDLoss, TeacherOutputs
 
@@ -21,7 +23,7 @@ def classes_per_step(task, step: int) -> list[int]:
 
 def load_step_weights(path: str) -> dict[str, torch.Tensor]:
     """The network weights (`net.*`) of a DKD step checkpoint, without the prefix."""
-    state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+    state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
     return {k[len("net.") :]: v for k, v in state.items() if k.startswith("net.")}
 
 
@@ -167,16 +169,23 @@ class DKDModule(pl.LightningModule):
             self.log(f"train/{name}", value, sync_dist=True)
         return total
 
-    def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor], metric: SegmentationMetrics) -> None:
+    def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor], metric: SegmentationMetrics) -> torch.Tensor:
         image, label = batch
         logits, _ = self.net(image)
-        metric.update(predict(logits), label)
+        pred = predict(logits)
+        metric.update(pred, label)
+        return pred
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._evaluate(batch, self.val_metric)
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, self.test_metric)
+        pred = self._evaluate(batch, self.test_metric)
+        if batch_idx == 0:
+            log_dir = self.trainer.log_dir  # a broadcast: every process must ask
+            if self.trainer.is_global_zero and log_dir:
+                title = f"step {self.step_index}: image | truth | DKD"
+                save_segmentation_grid(Path(log_dir) / "predictions.png", batch[0], batch[1], pred, title=title)
 
     def _log_metric(self, metric: SegmentationMetrics, stage: str) -> dict[str, Any]:
         """old (class 0 + base classes), new (classes of steps 1..t), all mIoU and hIoU in %; at step 0 all = old."""
