@@ -3,7 +3,7 @@
     uv run python benchmarks/az_nas/cost.py --cells 12                       # CPU ratio
     uv run python benchmarks/az_nas/cost.py --device cuda --cells 200 --full # + time to score all of NB201
 
-Per cell: best of --repeats timings of (a) forward + backward of sum(logits) and (b) `score_network` (all four
+Per cell: best of --repeats timings (process CPU time on the CPU, wall time on a GPU) of (a) forward + backward of sum(logits) and (b) `score_network` (all four
 proxies, FLOPs included), interleaved so load changes hit both. The ratio is the median over cells.
 With --full (GPU), all 15,625 cells are scored with the batched scorer and compared with the one-at-a-time time
 per cell (measured on the sample) times 15,625.
@@ -31,11 +31,13 @@ def sync(device: str) -> None:
 
 
 def timed(fn, device: str) -> float:
+    """Wall seconds on a GPU; CPU seconds of this process on the CPU (robust to other jobs sharing the cores)."""
+    clock = time.perf_counter if device.startswith("cuda") else time.process_time
     sync(device)
-    start = time.perf_counter()
+    start = clock()
     fn()
     sync(device)
-    return time.perf_counter() - start
+    return clock() - start
 
 
 def main() -> None:
