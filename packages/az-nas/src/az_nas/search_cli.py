@@ -14,6 +14,18 @@ from az_nas.search.result import SearchResult
 from az_nas.spaces.mobilenetv2 import BUDGETS
 
 
+def parse_budget(text: str) -> tuple[float, int]:
+    """'450M' / '600M' / '1G' (the paper's budgets with their layer caps) or any FLOPs number such as 8e8 or 800M."""
+    if text in BUDGETS:
+        return BUDGETS[text]
+    scale = {"K": 1e3, "M": 1e6, "G": 1e9}.get(text[-1:].upper(), 1.0)
+    try:
+        value = float(text[:-1] if scale != 1.0 else text) * scale
+    except ValueError:
+        raise SystemExit(f"bad --budget {text!r}: use {', '.join(BUDGETS)} or a number such as 8e8 or 800M") from None
+    return value, 16
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="az-nas search",
@@ -61,7 +73,7 @@ def search_main(args: Sequence[str] | None = None) -> SearchResult:
     else:
         from az_nas.search.evolution import evolution_search
 
-        budget, layers = BUDGETS.get(opts.budget, (float(opts.budget), 16))
+        budget, layers = parse_budget(opts.budget)
         result = evolution_search(
             budget, opts.max_layers or layers, iterations=int(opts.num_candidates), population=opts.population,
             batch=opts.batch or 8, seed=opts.seed, batch_size=opts.batch_size, resolution=opts.resolution or 224,

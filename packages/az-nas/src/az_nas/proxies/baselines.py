@@ -60,7 +60,7 @@ def synflow(model: nn.Module, x: torch.Tensor) -> float:
     net.zero_grad()
     _logits(net, ones).sum().backward()
     layers = _weighted_layers(net)
-    return float(sum((m.weight * m.weight.grad).abs().sum() for m in layers if m.weight.grad is not None))
+    return float(sum((m.weight.detach() * m.weight.grad).abs().sum() for m in layers if m.weight.grad is not None))
 
 
 def gradient_proxies(model: nn.Module, x: torch.Tensor, generator: torch.Generator | None = None) -> dict[str, float]:
@@ -73,7 +73,7 @@ def gradient_proxies(model: nn.Module, x: torch.Tensor, generator: torch.Generat
     layers = [m for m in _weighted_layers(net) if m.weight.grad is not None]
     return {
         "grad_norm": float(sum(m.weight.grad.norm() for m in layers)),
-        "snip": float(sum((m.weight * m.weight.grad).abs().sum() for m in layers)),
+        "snip": float(sum((m.weight.detach() * m.weight.grad).abs().sum() for m in layers)),
     }
 
 
