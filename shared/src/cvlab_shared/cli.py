@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
@@ -27,6 +28,9 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from cvlab_shared.logging import EpochPrinter, is_interactive
 
 RUNS_DIR = "runs"
+
+# Lightning 2.6 on torch >= 2.15 warns about its own pytree use once per epoch; it is not actionable for users.
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*", category=DeprecationWarning)
 
 
 class Trainer(pl.Trainer):
