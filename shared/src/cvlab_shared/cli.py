@@ -49,6 +49,7 @@ class Trainer(pl.Trainer):
             best = getattr(self.checkpoint_callback, "best_model_path", "") or ""
         if best and self.is_global_zero:
             print(f"testing the best checkpoint: {best}", flush=True)
+        # The checkpoint was written by this very run (trusted); it holds hyper-parameters beyond plain tensors.
         return self.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=False)
 
 

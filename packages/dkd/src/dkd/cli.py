@@ -142,9 +142,12 @@ def test(options: argparse.Namespace, passthrough: list[str], values: dict[str, 
 def main(args: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if args is None else args)
     if not argv or argv[0] not in ("train", "test"):
+        asked = bool(argv) and argv[0] in ("-h", "--help")
         print("usage: dkd {train,test} [--task T] [--setting S] [--step N] [--run_dir DIR] [LightningCLI args]\n"
-              "       dkd train --help", file=sys.stderr)
-        raise SystemExit(0 if argv and argv[0] in ("-h", "--help") else 2)
+              "  train  run every step of a class-incremental task in order (each step starts from the previous one)\n"
+              "  test   evaluate a step's checkpoint\n"
+              "  dkd train --help lists all options", file=sys.stdout if asked else sys.stderr)
+        raise SystemExit(0 if asked else 2)
     command = argv[0]
     parser = _driver_parser(command)
     options, passthrough = parser.parse_known_args(argv[1:])
