@@ -156,6 +156,11 @@ def run_cli(
     class _CLI(CvlabCLI):
         checkpoint_defaults = {"monitor": monitor, "mode": mode, "save_last": True, "save_top_k": 1}
 
+    cli_args: list[str] | None = argv
+    if args is None or list(args) == sys.argv[1:]:
+        # LightningCLI warns when given args beside a command line: hand it the rewritten command line instead.
+        sys.argv = [sys.argv[0], *argv]
+        cli_args = None
     trainer_defaults = {
         "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": RUNS_DIR, "name": package}},
         "enable_progress_bar": is_interactive(),
@@ -171,6 +176,6 @@ def run_cli(
         subclass_mode_data=subclass_mode_data,
         parser_kwargs={"prog": package.replace("_", "-"), "train": sub_kwargs, "test": sub_kwargs},
         save_config_kwargs={"overwrite": True},
-        args=argv,
+        args=cli_args,
         run=run,
     )
