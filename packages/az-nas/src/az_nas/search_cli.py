@@ -1,4 +1,5 @@
-"""`az-nas search`: random search on NAS-Bench-201 or evolution in the MobileNetV2 space, scored by AZ-NAS."""
+"""`az-nas search`: random search on NAS-Bench-201 or in an AutoFormer ViT space, or evolution in the MobileNetV2
+space, scored by AZ-NAS."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import numpy as np
 
 from az_nas.search.result import SearchResult
 from az_nas.spaces.mobilenetv2 import BUDGETS
+
+AUTOFORMER = ("autoformer-tiny", "autoformer-small", "autoformer-base")
 
 
 def parse_budget(text: str) -> tuple[float, int]:
@@ -32,18 +35,23 @@ def build_parser() -> argparse.ArgumentParser:
         description="Training-free architecture search with AZ-NAS. With no arguments: 20 random NB201 cells on the "
         "CPU (about a minute), printing the chosen cell.",
     )
-    parser.add_argument("--space", choices=("nb201", "mobilenetv2"), default="nb201")
+    parser.add_argument("--space", choices=("nb201", "mobilenetv2", *AUTOFORMER), default="nb201",
+                        help="autoformer-*: random ViTs inside the parameter window (Tiny 4-6 M, Small 21-23 M, "
+                        "Base 52-54 M)")
     parser.add_argument("--num-candidates", default="20",
-                        help="NB201: cells to sample ('all' = 15,625); MobileNetV2: children scored by evolution")
+                        help="NB201: cells to sample ('all' = 15,625); AutoFormer: ViTs to sample; MobileNetV2: "
+                        "children scored by evolution")
     parser.add_argument("--budget", default="450M", help=f"MobileNetV2 FLOPs budget: {', '.join(BUDGETS)} or a number")
     parser.add_argument("--max-layers", type=int, default=None, help="MobileNetV2 layer cap (default per budget)")
     parser.add_argument("--population", type=int, default=64, help="MobileNetV2 evolution population")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     parser.add_argument("--batch", type=int, default=None,
-                        help="candidates scored per pass (default 1 on CPU, 64 on CUDA for NB201, 8 for evolution)")
+                        help="candidates scored per pass (default 1 on CPU, 64 on CUDA for NB201, 8 for evolution; "
+                        "AutoFormer scores one at a time)")
     parser.add_argument("--batch-size", type=int, default=64, help="random input batch of the proxies")
-    parser.add_argument("--resolution", type=int, default=None, help="input size (default 32 NB201, 224 MobileNetV2)")
+    parser.add_argument("--resolution", type=int, default=None,
+                        help="input size (default 32 NB201, 224 MobileNetV2 and AutoFormer, a multiple of 16 there)")
     parser.add_argument("--num-classes", type=int, default=None, help="classifier size (default 10 / 1000)")
     parser.add_argument("--numerics", choices=("stable", "official"), default="stable",
                         help="eigenvalue computation: stable float64 (default) or the reference float32")
@@ -69,6 +77,14 @@ def search_main(args: Sequence[str] | None = None) -> SearchResult:
             n, seed=opts.seed, batch=batch, batch_size=opts.batch_size, resolution=opts.resolution or 32,
             num_classes=opts.num_classes or 10, device=opts.device, numerics=opts.numerics,
             show_progress=not opts.no_progress,
+        )
+    elif opts.space in AUTOFORMER:
+        from az_nas.search.autoformer_search import autoformer_search
+
+        result = autoformer_search(
+            opts.space.removeprefix("autoformer-"), int(opts.num_candidates), seed=opts.seed,
+            batch_size=opts.batch_size, resolution=opts.resolution or 224, num_classes=opts.num_classes or 1000,
+            device=opts.device, numerics=opts.numerics, show_progress=not opts.no_progress,
         )
     else:
         from az_nas.search.evolution import evolution_search

@@ -158,17 +158,21 @@ def score_network(
     blocks: Sequence[nn.Module] | None = None,
     numerics: Numerics = "stable",
     reinit: bool = True,
+    train: bool = True,
+    progressivity: bool = True,
     complexity: bool = True,
     copy_model: bool = True,
     seed: int | None = None,
     device: torch.device | str | None = None,
 ) -> dict[str, float]:
-    """The four AZ-NAS proxies of one network: {expressivity, progressivity, trainability, complexity}.
+    """The AZ-NAS proxies of one network: {expressivity, progressivity, trainability, complexity}.
 
     Protocol of the reference code: train mode, Kaiming fan-in re-initialisation, then (unless `inputs` is given) a
     standard normal batch of `input_shape` drawn right after the init, one forward pass, per-block VJPs.
     `seed` seeds the global RNG first (None uses its current state). `numerics="both"` also returns
-    `expressivity_official` and `progressivity_official` from the same forward pass.
+    `expressivity_official` and `progressivity_official` from the same forward pass. Block outputs may be feature
+    maps (B, C, H, W) or tokens (B, N, C); either way each position of each sample is one row. The AutoFormer
+    protocol is `reinit=False, train=False, progressivity=False` (ViT init kept, eval mode, E, T and C only).
     """
     if numerics not in NUMERICS:
         raise ValueError(f"numerics must be one of {NUMERICS}, got {numerics!r}")
@@ -179,7 +183,7 @@ def score_network(
         net = net.to(device)
     param = next(net.parameters(), None)
     dev = param.device if param is not None else torch.device(device or "cpu")
-    net.train()
+    net.train(train)
     if reinit:
         kaiming_fanin_init(net)
     x = torch.randn(tuple(input_shape), device=dev) if inputs is None else inputs.to(dev)
@@ -188,21 +192,23 @@ def score_network(
         features = capture_block_outputs(net, chosen, lambda: net(x))
         if len(features) < 2:
             raise ValueError(f"need at least 2 block outputs, got {len(features)}")
-        out = _entropy_scores(features, numerics)
+        out = _entropy_scores(features, numerics, progressivity)
         out["trainability"] = trainability(features)
     if complexity:
         out["complexity"] = count_flops(net, (1, *x.shape[1:]))
     return out
 
 
-def _entropy_scores(features: Sequence[torch.Tensor], numerics: Numerics) -> dict[str, float]:
-    """Expressivity and progressivity from detached block outputs, in the requested numerics."""
+def _entropy_scores(features: Sequence[torch.Tensor], numerics: Numerics, progressivity: bool) -> dict[str, float]:
+    """Expressivity (and progressivity unless switched off) from detached block outputs, in the requested numerics."""
     out: dict[str, float] = {}
     modes = ("stable", "official") if numerics == "both" else (numerics,)
     for mode in modes:
         entropies = [float(spectral_entropy(feature_rows(f.detach()), mode)) for f in features]
         suffix = "_official" if numerics == "both" and mode == "official" else ""
-        out["expressivity" + suffix], out["progressivity" + suffix] = expressivity_progressivity(entropies)
+        out["expressivity" + suffix], prog = expressivity_progressivity(entropies)
+        if progressivity:
+            out["progressivity" + suffix] = prog
     return out
 
 

@@ -15,16 +15,17 @@ from az_nas.aggregate import AZ_PROXIES, aggregate
 
 @dataclass
 class SearchResult:
-    """Candidates (arch strings or genome JSON) with their proxy scores; `az` is recomputed over all of them."""
+    """Candidates (arch strings or config JSON) with their proxy scores; `az` aggregates `proxies` over all of them."""
 
     space: str
     candidates: list[str]
     scores: list[dict[str, float]]
     extra: dict[str, object] = field(default_factory=dict)
+    proxies: tuple[str, ...] = AZ_PROXIES
 
     @property
     def az(self) -> np.ndarray:
-        return aggregate(self.scores, AZ_PROXIES) if self.scores else np.zeros(0)
+        return aggregate(self.scores, self.proxies) if self.scores else np.zeros(0)
 
     @property
     def best(self) -> int:
@@ -41,7 +42,8 @@ class SearchResult:
             for c, s, a in zip(self.candidates, self.scores, az)
         ]
         paths = {"json": folder / "results.json", "csv": folder / "results.csv"}
-        payload = {"space": self.space, "best": rows[self.best] if rows else None, "extra": self.extra, "candidates": rows}
+        payload = {"space": self.space, "proxies": list(self.proxies), "best": rows[self.best] if rows else None,
+                   "extra": self.extra, "candidates": rows}
         paths["json"].write_text(json.dumps(payload, indent=1))
         with paths["csv"].open("w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["candidate"])
