@@ -11,7 +11,15 @@ import torch
 
 from az_nas.proxies.az import Numerics, score_network
 from az_nas.search.result import SearchResult
-from az_nas.spaces.autoformer import SPACES, AutoFormerSpace, ViTConfig, VisionTransformer, sample_in_window, vit_flops, vit_params
+from az_nas.spaces.autoformer import (
+    SPACES,
+    AutoFormerSpace,
+    ViTConfig,
+    VisionTransformer,
+    sample_in_window,
+    vit_flops,
+    vit_params,
+)
 from cvlab_shared.logging import progress
 
 AUTOFORMER_PROXIES = ("expressivity", "trainability", "complexity")

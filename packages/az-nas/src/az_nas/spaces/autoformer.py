@@ -31,7 +31,9 @@ class ViTConfig:
 
     def __post_init__(self) -> None:
         if len(self.mlp_ratio) != len(self.num_heads) or not self.mlp_ratio:
-            raise ValueError(f"mlp_ratio and num_heads need one entry per block, got {self.mlp_ratio}, {self.num_heads}")
+            raise ValueError(
+                f"mlp_ratio and num_heads need one entry per block, got {self.mlp_ratio}, {self.num_heads}"
+            )
 
     @property
     def depth(self) -> int:
