@@ -137,3 +137,15 @@ def test_cli_search_in_the_tiny_space(tmp_path, capsys):
         assert SPACES["tiny"].contains(ViTConfig.from_json(row["candidate"]))
     assert printed.strip().splitlines()[-1] == "chosen: " + payload["best"]["candidate"]
     assert (out / "results.csv").read_text().count("\n") == 4
+
+
+def test_eval_mode_and_dropped_progressivity_in_both_numerics():
+    model = torch.nn.Sequential(
+        torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU()),
+        torch.nn.Sequential(torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU()),
+    )
+    kwargs = dict(input_shape=(4, 3, 8, 8), reinit=False, complexity=False, seed=0)
+    in_eval = score_network(model, train=False, progressivity=False, numerics="both", **kwargs)
+    assert set(in_eval) == {"expressivity", "expressivity_official", "trainability"}
+    # BatchNorm with running statistics (eval) is not batch normalisation (train): the scores must differ
+    assert in_eval["expressivity"] != score_network(model, **kwargs)["expressivity"]
