@@ -1,11 +1,13 @@
-"""CaCL ablation on the synthetic source -> target pair: source-only vs full CaCL vs no curriculum vs no CD loss.
+"""CaCL ablation on the synthetic source -> target pair: source-only vs CaCL vs its even-split schedule vs no
+curriculum vs no CD loss.
 
 For each seed the source-only model is trained once (`cacl train` with max_epochs = source_epochs, the default
-config otherwise); the three adaptation variants start from its last checkpoint (`--model.source_checkpoint`,
+config otherwise); the four adaptation variants start from its last checkpoint (`--model.source_checkpoint`,
 `--model.source_epochs=0`, max_epochs - source_epochs adaptation epochs), so they share the same source model and
-differ only in the adaptation. A finished source-only run found in --out is reused. Every number is target test mAP / rank-1 measured in this run.
+differ only in the adaptation. A finished source-only run found in --out is reused. Every number is target test
+mAP / rank-1 of the last epoch, measured in this run; a paired comparison by seed follows the table.
 
-    uv run python benchmarks/cacl/ablation.py --seeds 0 1 2 --jobs 2 --out /tmp/cacl_ablation
+    uv run python benchmarks/cacl/ablation.py --seeds 3 4 5 6 7 --jobs 2 --out /tmp/cacl_ablation
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 
 VARIANTS = {
     "CaCL (curriculum + CD loss)": [],
+    "CaCL, adaptation epochs split evenly over the stages": ["--model.stage_epochs=null"],
     "no curriculum (all cameras, CD loss)": ["--model.curriculum=false"],
     "no CD loss (curriculum, plain cluster CE)": ["--model.cd_loss=false"],
 }
@@ -46,12 +49,20 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("/tmp/cacl_ablation"))
     parser.add_argument("--source_epochs", type=int, default=8)
     parser.add_argument("--max_epochs", type=int, default=20)
+    parser.add_argument("--synthetic_shift", type=float, default=1.0, help="graded target camera shift (data)")
+    parser.add_argument("--synthetic_bias", type=float, default=0.3, help="per-camera style offset (data)")
+    parser.add_argument(
+        "--extra", action="append", default=[], help="a `cacl train` option for every run, e.g. --extra=--data.iters=40"
+    )
     opts = parser.parse_args()
     data = opts.out / "data"
     common = [
         f"--data.source_root={data / 'source'}",
         f"--data.target_root={data / 'target'}",
         f"--model.source_epochs={opts.source_epochs}",
+        f"--data.synthetic_shift={opts.synthetic_shift}",
+        f"--data.synthetic_bias={opts.synthetic_bias}",
+        *opts.extra,
     ]
     start = time.perf_counter()
 
@@ -91,7 +102,10 @@ def main() -> None:
         for name, seed, metrics in pool.map(adapt, [(n, s) for s in opts.seeds for n in VARIANTS]):
             results.setdefault(name, {})[seed] = metrics
     minutes = (time.perf_counter() - start) / 60
-    print(f"\nsynthetic source -> target, target test split, seeds {opts.seeds} ({minutes:.1f} min, {opts.jobs} jobs)")
+    print(
+        f"\nsynthetic source -> target (camera shift {opts.synthetic_shift}, bias {opts.synthetic_bias}), "
+        f"target test split, seeds {opts.seeds} ({minutes:.1f} min, {opts.jobs} jobs)"
+    )
     print("| method | mAP per seed | mAP mean ± sd | rank-1 mean |")
     print("|---|---|---|---|")
     for name, per_seed in results.items():
@@ -102,6 +116,14 @@ def main() -> None:
             f"| {name} | {' / '.join(f'{m:.3f}' for m in maps)} | {statistics.mean(maps):.3f} ± {sd:.3f} | "
             f"{statistics.mean(r1):.3f} |"
         )
+    cacl = [results["CaCL (curriculum + CD loss)"][s]["test/mAP"] for s in opts.seeds]
+    print("\nCaCL against each other row, paired by seed (same source model, same data):")
+    for name, per_seed in results.items():
+        if name == "CaCL (curriculum + CD loss)":
+            continue
+        diff = [c - per_seed[s]["test/mAP"] for c, s in zip(cacl, opts.seeds)]
+        wins = sum(d > 0 for d in diff)
+        print(f"- vs {name}: mAP {statistics.mean(diff):+.3f} on average, higher on {wins}/{len(diff)} seeds")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from cacl import camera_curriculum, cumulative_stages, gaussian_mmd2
+from cacl import camera_curriculum, cumulative_stages, gaussian_mmd2, stage_of_epoch
 
 
 def test_mmd_is_zero_for_identical_samples_and_grows_with_the_shift():
@@ -28,6 +28,19 @@ def test_mmd_matches_the_definition_for_one_kernel():
 def test_cumulative_stages():
     assert cumulative_stages([2, 0, 3, 1]) == [[2], [2, 0], [2, 0, 3], [2, 0, 3, 1]]
     assert cumulative_stages([2, 0, 3, 1, 4], cameras_per_stage=2) == [[2, 0], [2, 0, 3, 1], [2, 0, 3, 1, 4]]
+
+
+def test_stage_of_epoch_even_split_and_front_stages_of_fixed_length():
+    assert [stage_of_epoch(e, 6, 12) for e in range(12)] == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
+    assert [stage_of_epoch(e, 4, 10) for e in range(10)] == [0, 0, 0, 1, 1, 2, 2, 2, 3, 3]
+    # stage_epochs=1: one epoch per partial stage, the last stage (every camera) takes the remaining seven
+    assert [stage_of_epoch(e, 6, 12, 1) for e in range(12)] == [0, 1, 2, 3, 4] + [5] * 7
+    assert [stage_of_epoch(e, 3, 7, 2) for e in range(7)] == [0, 0, 1, 1, 2, 2, 2]
+    assert [stage_of_epoch(e, 1, 3, 5) for e in range(3)] == [0, 0, 0]  # no curriculum: one stage
+    with pytest.raises(ValueError, match="leaves no epoch for the last"):
+        stage_of_epoch(0, 6, 10, 2)
+    with pytest.raises(ValueError, match="outside"):
+        stage_of_epoch(12, 6, 12)
 
 
 def test_scheduler_recovers_a_known_camera_order_from_features():

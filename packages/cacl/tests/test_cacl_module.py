@@ -57,6 +57,13 @@ def test_no_curriculum_is_one_stage_with_every_camera(tmp_path, monkeypatch, cap
     assert "stage 1/1 cameras [0, 1, 2]" in out
 
 
+def test_stage_epochs_that_leave_the_last_stage_no_epoch_are_rejected_before_training(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match="leaves no epoch for the last of 3 stages"):
+        main(["train", *TINY, "--trainer.max_epochs=4", "--model.stage_epochs=2"])
+    assert "epoch 1/" not in capsys.readouterr().out  # not even the source epoch ran
+
+
 def test_max_epochs_below_source_epochs_is_rejected(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ValueError, match="max_epochs"):

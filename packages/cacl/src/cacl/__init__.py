@@ -1,6 +1,13 @@
 """CaCL: camera-driven curriculum learning for unsupervised domain adaptive person re-ID (Lee et al., ICCV'23)."""
 
-from cacl.curriculum import CameraCurriculum, camera_curriculum, camera_mmd, cumulative_stages, gaussian_mmd2
+from cacl.curriculum import (
+    CameraCurriculum,
+    camera_curriculum,
+    camera_mmd,
+    cumulative_stages,
+    gaussian_mmd2,
+    stage_of_epoch,
+)
 from cacl.losses import CameraDiversityLoss, camera_diversity_loss, camera_diversity_weights
 from cacl.memory import ClusterMemory
 
@@ -15,4 +22,5 @@ __all__ = [
     "camera_mmd",
     "cumulative_stages",
     "gaussian_mmd2",
+    "stage_of_epoch",
 ]

@@ -100,6 +100,24 @@ def cumulative_stages(order: Sequence[int], cameras_per_stage: int = 1) -> list[
     return [list(order[:c]) for c in cuts]
 
 
+def stage_of_epoch(epoch: int, num_stages: int, total_epochs: int, stage_epochs: int | None = None) -> int:
+    """0-based stage of adaptation epoch `epoch` (0-based) out of `total_epochs` (the paper's split is unknown).
+
+    `stage_epochs=None` splits the epochs evenly over the stages; an integer gives every stage but the last that
+    many epochs and the last stage (every camera) the rest, so the full target set is not starved of training.
+    """
+    if not 0 <= epoch < total_epochs:
+        raise ValueError(f"epoch {epoch} outside the {total_epochs} adaptation epochs")
+    if stage_epochs is None:
+        return min(num_stages - 1, epoch * num_stages // total_epochs)
+    if stage_epochs < 1 or (num_stages - 1) * stage_epochs >= total_epochs:
+        raise ValueError(
+            f"stage_epochs={stage_epochs} leaves no epoch for the last of {num_stages} stages in {total_epochs} "
+            f"adaptation epochs: use at most {(total_epochs - 1) // max(num_stages - 1, 1)} or more epochs"
+        )
+    return min(num_stages - 1, epoch // stage_epochs)
+
+
 @dataclass(frozen=True)
 class CameraCurriculum:
     """The scheduler's output: per-camera MMD^2, cameras in ascending MMD, and the cumulative camera sets."""

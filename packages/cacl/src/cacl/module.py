@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cacl.clustering import cluster_statistics, pseudo_labels
-from cacl.curriculum import CameraCurriculum, camera_curriculum
+from cacl.curriculum import CameraCurriculum, camera_curriculum, cumulative_stages, stage_of_epoch
 from cacl.losses import CameraDiversityLoss
 from cacl.memory import ClusterMemory, all_gather_rows, class_centroids, distributed
 from cvlab_shared.metrics.retrieval import evaluate_retrieval
@@ -43,6 +43,8 @@ class CaclModule(pl.LightningModule):
             source_epochs=0): the adaptation variants of an ablation then share one source model.
         curriculum: camera curriculum on (paper) or one stage with every camera (ablation).
         cameras_per_stage: cameras added per stage (1 in the paper's figure).
+        stage_epochs: epochs of each stage before the last, the last stage (every camera) taking the remaining
+            adaptation epochs; None splits the adaptation epochs evenly over the stages (the paper's split is unknown).
         mmd_max_samples: at most this many features per set enter the MMD (seeded subsample).
         recluster_every: re-cluster every this many epochs inside a stage (Cluster-Contrast / SpCL: 1).
         cd_loss: camera-diversity weighting on (paper) or uniform weights, i.e. plain cluster cross-entropy (ablation).
@@ -73,6 +75,7 @@ class CaclModule(pl.LightningModule):
         source_checkpoint: str | None = None,
         curriculum: bool = True,
         cameras_per_stage: int = 1,
+        stage_epochs: int | None = None,
         mmd_max_samples: int = 1000,
         recluster_every: int = 1,
         cd_loss: bool = True,
@@ -122,6 +125,11 @@ class CaclModule(pl.LightningModule):
                 f"trainer.max_epochs must be at least source_epochs={self.hparams.source_epochs} "
                 "(equal: source-only training)"
             )
+        adaptation = self.trainer.max_epochs - self.hparams.source_epochs
+        if self.hparams.curriculum and adaptation > 0:  # a stage_epochs that starves the last stage fails now
+            cameras = sorted({r.camid for r in self.trainer.datamodule.target_train})
+            stages = len(cumulative_stages(cameras, self.hparams.cameras_per_stage))
+            stage_of_epoch(0, stages, adaptation, self.hparams.stage_epochs)
 
     def configure_optimizers(self):
         opt = torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
@@ -133,10 +141,10 @@ class CaclModule(pl.LightningModule):
 
     # ---- the curriculum -----------------------------------------------------------------------------------------
     def stage_of(self, epoch: int) -> int:
-        """0-based curriculum stage of an adaptation epoch (epochs split evenly over the stages)."""
+        """0-based curriculum stage of a (global) adaptation epoch, following `stage_epochs`."""
         stages = len(self.schedule.stages) if self.schedule else 1
         total = self.trainer.max_epochs - self.hparams.source_epochs
-        return min(stages - 1, (epoch - self.hparams.source_epochs) * stages // total)
+        return stage_of_epoch(epoch - self.hparams.source_epochs, stages, total, self.hparams.stage_epochs)
 
     @torch.no_grad()
     def extract(self, records) -> torch.Tensor:
