@@ -28,6 +28,7 @@ VARIANTS = {
     "no curriculum (all cameras, CD loss)": ["--model.curriculum=false"],
     "no CD loss (curriculum, plain cluster CE)": ["--model.cd_loss=false"],
 }
+SHORT = dict(zip(["cacl", "even", "no-curriculum", "no-cd"], VARIANTS))
 
 
 def run(cwd: Path, args: list[str]) -> dict[str, float]:
@@ -51,6 +52,7 @@ def main() -> None:
     parser.add_argument("--max_epochs", type=int, default=20)
     parser.add_argument("--synthetic_shift", type=float, default=1.0, help="graded target camera shift (data)")
     parser.add_argument("--synthetic_bias", type=float, default=0.3, help="per-camera style offset (data)")
+    parser.add_argument("--variants", nargs="+", choices=list(SHORT), default=list(SHORT), help="adaptations to run")
     parser.add_argument(
         "--extra", action="append", default=[], help="a `cacl train` option for every run, e.g. --extra=--data.iters=40"
     )
@@ -99,7 +101,8 @@ def main() -> None:
             ]
             return name, seed, run(folder, args)
 
-        for name, seed, metrics in pool.map(adapt, [(n, s) for s in opts.seeds for n in VARIANTS]):
+        jobs = [(SHORT[v], s) for s in opts.seeds for v in opts.variants]
+        for name, seed, metrics in pool.map(adapt, jobs):
             results.setdefault(name, {})[seed] = metrics
     minutes = (time.perf_counter() - start) / 60
     print(
@@ -116,6 +119,8 @@ def main() -> None:
             f"| {name} | {' / '.join(f'{m:.3f}' for m in maps)} | {statistics.mean(maps):.3f} ± {sd:.3f} | "
             f"{statistics.mean(r1):.3f} |"
         )
+    if "cacl" not in opts.variants:
+        return
     cacl = [results["CaCL (curriculum + CD loss)"][s]["test/mAP"] for s in opts.seeds]
     print("\nCaCL against each other row, paired by seed (same source model, same data):")
     for name, per_seed in results.items():
