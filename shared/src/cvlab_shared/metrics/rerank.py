@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from cvlab_shared.metrics.knn import knn
-from cvlab_shared.metrics.retrieval import _as_long, _check_modes, _drop_junk, _evaluate_blocks
+from cvlab_shared.metrics.retrieval import _check_modes, _evaluate_blocks, _gallery_labels
 
 EXPANSIONS = ("python", "matlab")
 
@@ -279,10 +279,9 @@ def evaluate_reranked(
     """`evaluate_retrieval` on re-ranked distances, one query block at a time (no full matrix held). Junk gallery
     items are dropped before re-ranking (as the dataset readers drop them)."""
     _check_modes(ap, no_match)
-    g_pids, g_camids = _as_long(g_pids, query_feats.device), _as_long(g_camids, query_feats.device)
-    keep = _drop_junk(g_pids, junk_pids)
+    g_pids, g_camids, keep = _gallery_labels(g_pids, g_camids, junk_pids, query_feats.device)
     if keep is not None:
-        gallery_feats, g_pids, g_camids = gallery_feats[keep.to(gallery_feats.device)], g_pids[keep], g_camids[keep]
+        gallery_feats = gallery_feats[keep.to(gallery_feats.device)]
     blocks = iter_rerank_blocks(query_feats, gallery_feats, k1, k2, lambda_value, expansion, backend, block)
     return _evaluate_blocks(
         blocks,

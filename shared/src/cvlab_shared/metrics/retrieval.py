@@ -212,12 +212,19 @@ def _default_block(gallery_size: int) -> int:
     return max(1, min(4096, (1 << 24) // max(gallery_size, 1)))
 
 
-def _drop_junk(g_pids: torch.Tensor, junk_pids: Sequence[int]) -> torch.Tensor | None:
-    """Gallery columns to keep (None: all), dropping junk pids as the dataset readers do."""
+def _gallery_labels(
+    g_pids, g_camids, junk_pids: Sequence[int], device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Gallery pids / camids as long tensors on `device` with junk pids dropped, as the dataset readers drop them,
+    and the gallery columns kept (None: all), for the caller to select the same columns of its features/distances."""
+    g_pids, g_camids = _as_long(g_pids, device), _as_long(g_camids, device)
     if not len(junk_pids):
-        return None
-    keep = ~torch.isin(g_pids, torch.as_tensor(list(junk_pids), device=g_pids.device))
-    return None if bool(keep.all()) else keep.nonzero()[:, 0]
+        return g_pids, g_camids, None
+    keep = ~torch.isin(g_pids, torch.as_tensor(list(junk_pids), device=device))
+    if bool(keep.all()):
+        return g_pids, g_camids, None
+    keep = keep.nonzero()[:, 0]
+    return g_pids[keep], g_camids[keep], keep
 
 
 def _evaluate_blocks(
@@ -235,7 +242,7 @@ def _evaluate_blocks(
     exclude_camera_pairs: Sequence[tuple[int, int]] = (),
     cmc_unique_ids: bool = False,
 ) -> dict:
-    """Metrics over query blocks; `g_pids` / `g_camids` must already exclude junk (see `_drop_junk`)."""
+    """Metrics over query blocks; `g_pids` / `g_camids` must already exclude junk (see `_gallery_labels`)."""
     q_pids, q_camids = _as_long(q_pids, device), _as_long(q_camids, device)
     gallery = GalleryIndex.build(_as_long(g_pids, device), _as_long(g_camids, device))
     max_rank = min(max_rank, len(gallery.pids))
@@ -271,10 +278,7 @@ def evaluate_distmat(
         raise ValueError(
             f"distmat is {tuple(distmat.shape)} but there are {len(q_pids)} queries and {len(g_pids)} gallery items"
         )
-    g_pids, g_camids = _as_long(g_pids, distmat.device), _as_long(g_camids, distmat.device)
-    keep = _drop_junk(g_pids, junk_pids)
-    if keep is not None:
-        g_pids, g_camids = g_pids[keep], g_camids[keep]
+    g_pids, g_camids, keep = _gallery_labels(g_pids, g_camids, junk_pids, distmat.device)
     block = block or _default_block(distmat.shape[1])
     blocks = (
         (slice(s, s + block), distmat[s : s + block] if keep is None else distmat[s : s + block].index_select(1, keep))
@@ -330,10 +334,9 @@ def evaluate_retrieval(
     if len(q_pids) != len(query_feats) or len(g_pids) != len(gallery_feats):
         raise ValueError("one pid per feature row is needed for query and gallery")
     query_feats, gallery_feats = query_feats.detach(), gallery_feats.detach().to(query_feats.device)
-    g_pids, g_camids = _as_long(g_pids, query_feats.device), _as_long(g_camids, query_feats.device)
-    keep = _drop_junk(g_pids, junk_pids)
+    g_pids, g_camids, keep = _gallery_labels(g_pids, g_camids, junk_pids, query_feats.device)
     if keep is not None:
-        gallery_feats, g_pids, g_camids = gallery_feats[keep], g_pids[keep], g_camids[keep]
+        gallery_feats = gallery_feats[keep]
     fn = distance_fn or (lambda q, g: pairwise_distance(q, g, metric))
     block = block or _default_block(gallery_feats.shape[0])
     blocks = (
