@@ -121,10 +121,10 @@ def main() -> None:
         )
     if "cacl" not in opts.variants:
         return
-    cacl = [results["CaCL (curriculum + CD loss)"][s]["test/mAP"] for s in opts.seeds]
+    cacl = [results[SHORT["cacl"]][s]["test/mAP"] for s in opts.seeds]
     print("\nCaCL against each other row, paired by seed (same source model, same data):")
     for name, per_seed in results.items():
-        if name == "CaCL (curriculum + CD loss)":
+        if name == SHORT["cacl"]:
             continue
         diff = [c - per_seed[s]["test/mAP"] for c, s in zip(cacl, opts.seeds)]
         wins = sum(d > 0 for d in diff)

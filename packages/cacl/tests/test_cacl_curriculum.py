@@ -39,6 +39,8 @@ def test_stage_of_epoch_even_split_and_front_stages_of_fixed_length():
     assert [stage_of_epoch(e, 1, 3, 5) for e in range(3)] == [0, 0, 0]  # no curriculum: one stage
     with pytest.raises(ValueError, match="leaves no epoch for the last"):
         stage_of_epoch(0, 6, 10, 2)
+    with pytest.raises(ValueError, match="at least 1"):
+        stage_of_epoch(0, 6, 12, 0)
     with pytest.raises(ValueError, match="outside"):
         stage_of_epoch(12, 6, 12)
 

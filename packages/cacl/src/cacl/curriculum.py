@@ -110,10 +110,12 @@ def stage_of_epoch(epoch: int, num_stages: int, total_epochs: int, stage_epochs:
         raise ValueError(f"epoch {epoch} outside the {total_epochs} adaptation epochs")
     if stage_epochs is None:
         return min(num_stages - 1, epoch * num_stages // total_epochs)
-    if stage_epochs < 1 or (num_stages - 1) * stage_epochs >= total_epochs:
+    if stage_epochs < 1:
+        raise ValueError(f"stage_epochs must be at least 1 (None splits the epochs evenly), got {stage_epochs}")
+    if (num_stages - 1) * stage_epochs >= total_epochs:
         raise ValueError(
             f"stage_epochs={stage_epochs} leaves no epoch for the last of {num_stages} stages in {total_epochs} "
-            f"adaptation epochs: use at most {(total_epochs - 1) // max(num_stages - 1, 1)} or more epochs"
+            f"adaptation epochs: use stage_epochs <= {(total_epochs - 1) // (num_stages - 1)} or more adaptation epochs"
         )
     return min(num_stages - 1, epoch // stage_epochs)
 
