@@ -38,9 +38,18 @@ def run(cwd: Path, args: list[str]) -> dict[str, float]:
     cmd = [sys.executable, "-c", "from cacl.cli import main; main()", "train", *args]
     with open(cwd / "log.txt", "w") as log:
         subprocess.run(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, check=True)
+    return read_metrics(cwd)
+
+
+def read_metrics(cwd: Path) -> dict[str, float]:
+    """The last test metrics of the newest run in `cwd`, and the last epoch's cluster statistics (cluster/*)."""
     rows = list(csv.DictReader(open(sorted(cwd.glob("runs/cacl/version_*/metrics.csv"))[-1])))
     test = [r for r in rows if r.get("test/mAP")][-1]
-    return {k: float(v) for k, v in test.items() if k.startswith("test/") and v}
+    out = {k: float(v) for k, v in test.items() if k.startswith("test/") and v}
+    clustered = [r for r in rows if r.get("cluster/ari")]
+    if clustered:
+        out |= {k: float(v) for k, v in clustered[-1].items() if k.startswith("cluster/") and v}
+    return out
 
 
 def main() -> None:
