@@ -1,8 +1,8 @@
-"""Pool finished `ablation.py` runs from several --out folders and compare CaCL with another variant, paired by seed.
+"""Pool finished `ablation.py` runs from several --out folders and compare two variants, paired by seed.
 
 Reads every `<variant>_s<seed>` folder that `ablation.py` wrote (nothing is trained here), keeps the seeds on which
 both variants finished, and prints the paired mAP difference (mean, standard error, 95% interval), the seeds on
-which CaCL is higher, a two-sided paired t-test, the Wilcoxon signed-rank test and the sign test, plus the last
+which the first is higher, a two-sided paired t-test, the Wilcoxon signed-rank test and the sign test, plus the last
 epoch's pseudo-label statistics of both variants (ARI with the true identities, cameras per cluster).
 
     uv run python benchmarks/cacl/pooled.py /tmp/cacl_ablation /tmp/cacl_ablation_more --against no-curriculum
@@ -40,27 +40,30 @@ def finished(folders: list[Path], variant: str) -> dict[int, dict[str, float]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folders", type=Path, nargs="+", help="--out folders of ablation.py runs")
-    parser.add_argument("--against", choices=[k for k in SHORT if k != "cacl"], default="no-curriculum")
+    parser.add_argument("--variant", choices=list(SHORT), default="cacl")
+    parser.add_argument("--against", choices=list(SHORT), default="no-curriculum")
     parser.add_argument("--seeds", type=int, nargs="*", help="only these seeds (default: all found)")
     opts = parser.parse_args()
-    cacl, other = finished(opts.folders, SHORT["cacl"]), finished(opts.folders, SHORT[opts.against])
-    seeds = sorted(set(cacl) & set(other) & set(opts.seeds if opts.seeds else cacl))
+    if opts.variant == opts.against:
+        raise SystemExit("--variant and --against must differ")
+    first, other = finished(opts.folders, SHORT[opts.variant]), finished(opts.folders, SHORT[opts.against])
+    seeds = sorted(set(first) & set(other) & set(opts.seeds if opts.seeds else first))
     if len(seeds) < 2:
         raise SystemExit(f"need at least two seeds with both variants finished, found {seeds}")
-    diff = [cacl[s]["test/mAP"] - other[s]["test/mAP"] for s in seeds]
+    diff = [first[s]["test/mAP"] - other[s]["test/mAP"] for s in seeds]
     mean, sd = statistics.mean(diff), statistics.stdev(diff)
     se = sd / len(diff) ** 0.5
     half = stats.t.ppf(0.975, len(diff) - 1) * se
     wins = sum(d > 0 for d in diff)
     ties = sum(d == 0 for d in diff)
-    against = SHORT[opts.against]
-    print(f"CaCL vs {against}: {len(seeds)} seeds ({seeds[0]}..{seeds[-1]}), target test mAP, paired by seed")
-    for name, runs in ((SHORT["cacl"], cacl), (against, other)):
+    name, against = SHORT[opts.variant], SHORT[opts.against]
+    print(f"{name} vs {against}: {len(seeds)} seeds ({seeds[0]}..{seeds[-1]}), target test mAP, paired by seed")
+    for label, runs in ((name, first), (against, other)):
         maps = [runs[s]["test/mAP"] for s in seeds]
         r1 = [runs[s]["test/rank1"] for s in seeds]
         ari = [runs[s]["cluster/ari"] for s in seeds if "cluster/ari" in runs[s]]
         cams = [runs[s]["cluster/cams_per_cluster"] for s in seeds if "cluster/cams_per_cluster" in runs[s]]
-        line = f"- {name}: mAP {statistics.mean(maps):.3f} ± {statistics.stdev(maps):.3f} (sd)"
+        line = f"- {label}: mAP {statistics.mean(maps):.3f} ± {statistics.stdev(maps):.3f} (sd)"
         line += f", rank-1 {statistics.mean(r1):.3f}"
         if ari:
             line += f"; last epoch pseudo labels: ARI {statistics.mean(ari):.3f}"
@@ -68,7 +71,7 @@ def main() -> None:
         print(line)
     print(f"- difference: {mean:+.4f} mAP, sd {sd:.4f}, standard error {se:.4f}", end="")
     print(f", 95% interval [{mean - half:+.4f}, {mean + half:+.4f}]")
-    print(f"- CaCL higher on {wins}/{len(diff)} seeds ({ties} ties)")
+    print(f"- {opts.variant} higher on {wins}/{len(diff)} seeds ({ties} ties)")
     print(f"- paired t-test (two-sided): p = {stats.ttest_1samp(diff, 0.0).pvalue:.4f}")
     print(f"- Wilcoxon signed-rank (two-sided): p = {stats.wilcoxon(diff).pvalue:.4f}")
     print(f"- sign test (two-sided): p = {stats.binomtest(wins, len(diff) - ties).pvalue:.4f}")
