@@ -23,12 +23,13 @@ from ablation import SHORT, VARIANTS, read_metrics  # noqa: E402
 
 
 def finished(folders: list[Path], variant: str) -> dict[int, dict[str, float]]:
-    """{seed: metrics} of every finished run of `variant` (a VARIANTS name) in `folders`; a later folder wins."""
-    index = list(VARIANTS).index(variant)
+    """{seed: metrics} of every finished run of `variant` (a VARIANTS name or "source-only") in `folders`; a later
+    folder wins."""
+    prefix = "source" if variant == "source-only" else str(list(VARIANTS).index(variant))
     out = {}
     for folder in folders:
-        for run in sorted(folder.glob(f"{index}_s*")):
-            seed = int(re.fullmatch(rf"{index}_s(\d+)", run.name).group(1))
+        for run in sorted(folder.glob(f"{prefix}_s*")):
+            seed = int(re.fullmatch(rf"{prefix}_s(\d+)", run.name).group(1))
             if any(run.glob("runs/cacl/version_*/metrics.csv")):
                 try:
                     out[seed] = read_metrics(run)
@@ -37,16 +38,45 @@ def finished(folders: list[Path], variant: str) -> dict[int, dict[str, float]]:
     return out
 
 
+def plot(path: Path, x: list[float], y: list[float], xlabel: str, ylabel: str, title: str) -> None:
+    """Scatter of paired per-seed mAP with the y = x line, and a histogram of the differences."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(9, 4), dpi=100)
+    FigureCanvasAgg(fig)
+    ax, hist = fig.subplots(1, 2)
+    top = max(x + y) * 1.05
+    ax.plot([0, top], [0, top], color="grey", lw=1)
+    ax.scatter(x, y, s=14)
+    ax.set(xlabel=f"{xlabel}: mAP", ylabel=f"{ylabel}: mAP", xlim=(0, top), ylim=(0, top), title="one dot per seed")
+    diff = [b - a for a, b in zip(x, y)]
+    hist.hist(diff, bins=20)
+    hist.axvline(0, color="grey", lw=1)
+    hist.axvline(statistics.mean(diff), color="C3", lw=2, label=f"mean {statistics.mean(diff):+.3f}")
+    hist.set(xlabel=f"mAP difference ({ylabel} - {xlabel})", ylabel="seeds", title=title)
+    hist.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+
+
+def p_value(p: float) -> str:
+    return f"{p:.4f}" if p >= 1e-4 else f"{p:.1e}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folders", type=Path, nargs="+", help="--out folders of ablation.py runs")
     parser.add_argument("--variant", choices=list(SHORT), default="cacl")
-    parser.add_argument("--against", choices=list(SHORT), default="no-curriculum")
+    parser.add_argument("--against", choices=[*SHORT, "source-only"], default="no-curriculum")
     parser.add_argument("--seeds", type=int, nargs="*", help="only these seeds (default: all found)")
+    parser.add_argument("--plot", type=Path, help="write a PNG: per-seed mAP of one variant against the other")
     opts = parser.parse_args()
     if opts.variant == opts.against:
         raise SystemExit("--variant and --against must differ")
-    first, other = finished(opts.folders, SHORT[opts.variant]), finished(opts.folders, SHORT[opts.against])
+    first = finished(opts.folders, SHORT[opts.variant])
+    other = finished(opts.folders, SHORT.get(opts.against, opts.against))
     seeds = sorted(set(first) & set(other) & set(opts.seeds if opts.seeds else first))
     if len(seeds) < 2:
         raise SystemExit(f"need at least two seeds with both variants finished, found {seeds}")
@@ -56,7 +86,7 @@ def main() -> None:
     half = stats.t.ppf(0.975, len(diff) - 1) * se
     wins = sum(d > 0 for d in diff)
     ties = sum(d == 0 for d in diff)
-    name, against = SHORT[opts.variant], SHORT[opts.against]
+    name, against = SHORT[opts.variant], SHORT.get(opts.against, opts.against)
     print(f"{name} vs {against}: {len(seeds)} seeds ({seeds[0]}..{seeds[-1]}), target test mAP, paired by seed")
     for label, runs in ((name, first), (against, other)):
         maps = [runs[s]["test/mAP"] for s in seeds]
@@ -72,9 +102,13 @@ def main() -> None:
     print(f"- difference: {mean:+.4f} mAP, sd {sd:.4f}, standard error {se:.4f}", end="")
     print(f", 95% interval [{mean - half:+.4f}, {mean + half:+.4f}]")
     print(f"- {opts.variant} higher on {wins}/{len(diff)} seeds ({ties} ties)")
-    print(f"- paired t-test (two-sided): p = {stats.ttest_1samp(diff, 0.0).pvalue:.4f}")
-    print(f"- Wilcoxon signed-rank (two-sided): p = {stats.wilcoxon(diff).pvalue:.4f}")
-    print(f"- sign test (two-sided): p = {stats.binomtest(wins, len(diff) - ties).pvalue:.4f}")
+    print(f"- paired t-test (two-sided): p = {p_value(stats.ttest_1samp(diff, 0.0).pvalue)}")
+    print(f"- Wilcoxon signed-rank (two-sided): p = {p_value(stats.wilcoxon(diff).pvalue)}")
+    print(f"- sign test (two-sided): p = {p_value(stats.binomtest(wins, len(diff) - ties).pvalue)}")
+    if opts.plot:
+        x, y = [other[s]["test/mAP"] for s in seeds], [first[s]["test/mAP"] for s in seeds]
+        plot(opts.plot, x, y, opts.against, opts.variant, f"{len(seeds)} seeds, paired")
+        print(f"plot: {opts.plot}")
 
 
 if __name__ == "__main__":
