@@ -4,8 +4,9 @@ curriculum vs no CD loss (and, on request, neither curriculum nor CD loss).
 For each seed the source-only model is trained once (`cacl train` with max_epochs = source_epochs, the default
 config otherwise); the adaptation variants (four by default, `--variants`) start from its last checkpoint
 (`--model.source_checkpoint`, `--model.source_epochs=0`, max_epochs - source_epochs adaptation epochs), so they
-share the same source model and differ only in the adaptation. A finished source-only run found in --out is reused. Every number is target test
-mAP / rank-1 of the last epoch, measured in this run; a paired comparison by seed follows the table.
+share the same source model and differ only in the adaptation. A finished source-only run found in --out is
+reused. Every number is target test mAP / rank-1 of the last epoch, measured in this run; a paired comparison by
+seed follows the table.
 
     uv run python benchmarks/cacl/ablation.py --seeds 3 4 5 6 7 --jobs 2 --out /tmp/cacl_ablation
 """
@@ -85,9 +86,7 @@ def main() -> None:
     def source_only(seed: int) -> tuple[int, dict]:
         done = sorted((opts.out / f"source_s{seed}").glob("runs/cacl/version_*/metrics.csv"))
         if done and (done[-1].parent / "checkpoints/last.ckpt").is_file():
-            return seed, {
-                k: float(v) for r in csv.DictReader(open(done[-1])) for k, v in r.items() if k.startswith("test/") and v
-            }
+            return seed, read_metrics(opts.out / f"source_s{seed}")
         return seed, run(
             opts.out / f"source_s{seed}",
             [*common, f"--seed_everything={seed}", f"--data.seed={seed}", f"--trainer.max_epochs={opts.source_epochs}"],

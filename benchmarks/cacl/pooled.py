@@ -75,8 +75,8 @@ def main() -> None:
     opts = parser.parse_args()
     if opts.variant == opts.against:
         raise SystemExit("--variant and --against must differ")
-    first = finished(opts.folders, SHORT[opts.variant])
-    other = finished(opts.folders, SHORT.get(opts.against, opts.against))
+    name, against = SHORT[opts.variant], SHORT.get(opts.against, opts.against)
+    first, other = finished(opts.folders, name), finished(opts.folders, against)
     seeds = sorted(set(first) & set(other) & set(opts.seeds if opts.seeds else first))
     if len(seeds) < 2:
         raise SystemExit(f"need at least two seeds with both variants finished, found {seeds}")
@@ -86,7 +86,6 @@ def main() -> None:
     half = stats.t.ppf(0.975, len(diff) - 1) * se
     wins = sum(d > 0 for d in diff)
     ties = sum(d == 0 for d in diff)
-    name, against = SHORT[opts.variant], SHORT.get(opts.against, opts.against)
     print(f"{name} vs {against}: {len(seeds)} seeds ({seeds[0]}..{seeds[-1]}), target test mAP, paired by seed")
     for label, runs in ((name, first), (against, other)):
         maps = [runs[s]["test/mAP"] for s in seeds]
