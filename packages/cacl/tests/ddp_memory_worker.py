@@ -11,7 +11,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from cacl.memory import ClusterMemory, all_gather_rows
+from cacl.memory import ClusterMemory
+from cvlab_shared.distributed import all_gather_rows
 
 
 def batches() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

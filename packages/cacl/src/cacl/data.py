@@ -15,19 +15,12 @@ import shutil
 from pathlib import Path
 
 import lightning.pytorch as pl
-import torch.distributed as dist
 from lightning.pytorch.utilities import CombinedLoader
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from cvlab_shared.data.reid import ImageDataset, PKSampler, ReidRecord, read_reid_dataset, reid_transforms, relabel
 from cvlab_shared.data.synthetic_reid import write_synthetic_reid
-
-
-def rank_and_world() -> tuple[int, int]:
-    """This process's rank and the number of processes (0, 1 outside DDP)."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+from cvlab_shared.distributed import rank_and_world
 
 
 class RepeatedPKSampler(PKSampler):

@@ -9,31 +9,12 @@ rank applies the same updates and the memories stay identical without any broadc
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from cvlab_shared.distributed import all_gather_rows
+
 UPDATES = ("sample", "mean")
-
-
-def distributed() -> bool:
-    """True inside an initialised process group with more than one process."""
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
-def all_gather_rows(x: torch.Tensor) -> torch.Tensor:
-    """Concatenate `x` (n_r, ...) from every rank in rank order; ranks may hold different n_r. Identity when alone."""
-    if not distributed():
-        return x
-    size = torch.tensor([x.shape[0]], device=x.device)
-    sizes = [torch.zeros_like(size) for _ in range(dist.get_world_size())]
-    dist.all_gather(sizes, size)
-    longest = int(max(s.item() for s in sizes))
-    padded = x.new_zeros((longest, *x.shape[1:]))
-    padded[: x.shape[0]] = x
-    parts = [torch.zeros_like(padded) for _ in sizes]
-    dist.all_gather(parts, padded.contiguous())
-    return torch.cat([p[: int(s.item())] for p, s in zip(parts, sizes)])
 
 
 class ClusterMemory(nn.Module):

@@ -20,7 +20,8 @@ from torch import nn
 from cacl.clustering import cluster_statistics, pseudo_labels
 from cacl.curriculum import CameraCurriculum, camera_curriculum, cumulative_stages, stage_of_epoch
 from cacl.losses import CameraDiversityLoss
-from cacl.memory import ClusterMemory, all_gather_rows, class_centroids, distributed
+from cacl.memory import ClusterMemory, class_centroids
+from cvlab_shared.distributed import all_gather_rows, distributed
 from cvlab_shared.metrics.retrieval import evaluate_retrieval
 from cvlab_shared.models.reid import build_model
 from cvlab_shared.models.weights import load_pretrained

@@ -30,10 +30,11 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch.distributed as dist
 from PIL import Image
 from torch.utils.data import Dataset, Sampler
 from torchvision import transforms as T
+
+from cvlab_shared.distributed import rank_and_world
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -243,9 +244,9 @@ class PKSampler(Sampler[int]):
                 self.index_by_pid[int(pid)].append(i)
         if len(self.index_by_pid) < p:
             raise ValueError(f"PKSampler needs at least p={p} identities, got {len(self.index_by_pid)}")
-        distributed = dist.is_available() and dist.is_initialized()
-        self.num_replicas = num_replicas if num_replicas is not None else (dist.get_world_size() if distributed else 1)
-        self.rank = rank if rank is not None else (dist.get_rank() if distributed else 0)
+        process, processes = rank_and_world()
+        self.num_replicas = num_replicas if num_replicas is not None else processes
+        self.rank = rank if rank is not None else process
         self.p, self.k, self.seed, self.epoch = p, k, seed, 0
 
     def set_epoch(self, epoch: int) -> None:
