@@ -5,6 +5,7 @@ import pytest
 import yaml
 
 from cvlab_shared.cli import resolve_config_names, resolve_logger, run_cli
+from cvlab_shared.data.checks import InputError
 
 from toy import ToyData, ToyModule  # noqa: E402  (tests dir is on sys.path through conftest)
 
@@ -33,7 +34,7 @@ def test_print_config(tmp_path, monkeypatch, capsys):
 
 
 def test_unknown_config_name_lists_packaged(tmp_path):
-    with pytest.raises(SystemExit, match="neither a file nor a packaged config"):
+    with pytest.raises(InputError, match="neither a file nor a packaged config"):
         resolve_config_names(["train", "--config", "nope"], "cvlab_shared")
     existing = tmp_path / "c.yaml"
     existing.write_text("{}")
@@ -45,5 +46,71 @@ def test_logger_wandb_is_offline_by_default(monkeypatch):
     out = resolve_logger(["train", "--logger", "wandb", "--x=1"], "pkg")
     assert "--trainer.logger.offline=true" in out and out[-1] == "--x=1"
     assert resolve_logger(["--logger=csv"], "pkg") == []
-    with pytest.raises(SystemExit):
+    with pytest.raises(InputError):
         resolve_logger(["--logger", "tensorboard"], "pkg")
+
+
+def _final_weights(cli):
+    return {k: v.clone() for k, v in cli.model.state_dict().items()}
+
+
+def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, monkeypatch):
+    """Ctrl-C after epoch 2 of 4, resume from last.ckpt: same weights and test metrics, same run folder, one
+    metrics.csv with every epoch (dropout, shuffling and an LR milestone make the run depend on the saved state)."""
+    import signal
+
+    import torch
+
+    monkeypatch.chdir(tmp_path)
+    common = ["--trainer.max_epochs=4", "--trainer.accelerator=cpu", "--model.dropout=0.5", "--model.milestones=[3]",
+              "--data.shuffle=true", "--trainer.log_every_n_steps=1"]
+    full = run_cli(ToyModule, ToyData, package="cvlab_shared", monitor="val/acc", args=["train", *common])
+    handler = signal.getsignal(signal.SIGINT)
+    with pytest.raises(SystemExit):
+        run_cli(ToyModule, ToyData, package="cvlab_shared", monitor="val/acc",
+                args=["train", *common, "--trainer.callbacks+=toy.StopAfter", "--trainer.callbacks.epoch=2"])
+    signal.signal(signal.SIGINT, handler)  # Lightning ignores further Ctrl-C after an interrupt
+    run = tmp_path / "runs" / "cvlab_shared" / "version_1"
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    resumed = run_cli(ToyModule, ToyData, package="cvlab_shared", monitor="val/acc",
+                      args=["train", *common, f"--ckpt_path={run / 'checkpoints' / 'last.ckpt'}"])
+    assert Path(resumed.trainer.log_dir).resolve() == run.resolve()
+    assert not (tmp_path / "runs" / "cvlab_shared" / "version_2").exists()
+    a, b = _final_weights(full), _final_weights(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    test_a = full.trainer.callback_metrics["test/acc"]
+    assert torch.equal(test_a, resumed.trainer.callback_metrics["test/acc"])
+    lines = (run / "metrics.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    epochs = sorted({int(float(r.split(",")[header.index("epoch")])) for r in lines[1:] if r.split(",")[header.index("val/acc")]})
+    assert epochs == [0, 1, 2, 3]
+
+
+def test_input_errors_are_one_line_and_write_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CVLAB_DEBUG", raising=False)
+    monkeypatch.setattr("sys.argv", ["prog"])  # LightningCLI warns about pytest's own arguments otherwise
+    good = torch_save_checkpoint(tmp_path / "good.ckpt")
+    truncated = tmp_path / "cut.ckpt"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    cases = {
+        "missing": (["test", "--ckpt_path", str(tmp_path / "nope.ckpt")], "does not exist"),
+        "truncated": (["test", "--ckpt_path", str(truncated)], "incomplete"),
+        "forever": (["train", "--trainer.max_epochs=-1"], "trains forever"),
+        "config": (["train", "--config", "nope"], "packaged config"),
+    }
+    for name, (args, words) in cases.items():
+        with pytest.raises(SystemExit) as e:
+            run_cli(ToyModule, ToyData, package="cvlab_shared", args=args)
+        assert e.value.code == 2, name
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: ") and words in err[0], (name, err)
+        assert "Traceback" not in err[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.ckpt", "good.ckpt"]
+
+
+def torch_save_checkpoint(path):
+    import torch
+
+    torch.save({"state_dict": {"w": torch.zeros(1000)}}, path)
+    return path

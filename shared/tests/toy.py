@@ -7,16 +7,18 @@ from torch.utils.data import DataLoader, TensorDataset
 
 
 class ToyModule(pl.LightningModule):
-    def __init__(self, width: int = 8, lr: float = 0.1) -> None:
+    def __init__(self, width: int = 8, lr: float = 0.1, dropout: float = 0.0, milestones: list[int] | None = None) -> None:
         """Linear classifier on 4-d inputs.
 
         Args:
             width: hidden width.
             lr: learning rate.
+            dropout: dropout before the last layer (draws random numbers every step).
+            milestones: epochs at which the learning rate is divided by 10.
         """
         super().__init__()
         self.save_hyperparameters()
-        self.net = nn.Sequential(nn.Linear(4, width), nn.ReLU(), nn.Linear(width, 2))
+        self.net = nn.Sequential(nn.Linear(4, width), nn.ReLU(), nn.Dropout(dropout), nn.Linear(width, 2))
 
     def _step(self, batch, stage):
         x, y = batch
@@ -36,12 +38,16 @@ class ToyModule(pl.LightningModule):
         self._step(batch, "test")
 
     def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=self.hparams.lr)
+        opt = torch.optim.SGD(self.parameters(), lr=self.hparams.lr)
+        if not self.hparams.milestones:
+            return opt
+        return [opt], [torch.optim.lr_scheduler.MultiStepLR(opt, self.hparams.milestones, 0.1)]
 
 
 class ToyData(pl.LightningDataModule):
-    def __init__(self, n: int = 64, batch_size: int = 16) -> None:
+    def __init__(self, n: int = 64, batch_size: int = 16, shuffle: bool = False) -> None:
         super().__init__()
+        self.shuffle = shuffle
         g = torch.Generator().manual_seed(0)
         self.x = torch.randn(n, 4, generator=g)
         self.y = (self.x[:, 0] > 0).long()
@@ -51,10 +57,21 @@ class ToyData(pl.LightningDataModule):
         return DataLoader(TensorDataset(self.x, self.y), batch_size=self.batch_size)
 
     def train_dataloader(self):
-        return self._loader()
+        return DataLoader(TensorDataset(self.x, self.y), batch_size=self.batch_size, shuffle=self.shuffle)
 
     def val_dataloader(self):
         return self._loader()
 
     def test_dataloader(self):
         return self._loader()
+
+
+class StopAfter(pl.Callback):
+    """Raises KeyboardInterrupt (what Ctrl-C does) at the end of training epoch `epoch` (1-based)."""
+
+    def __init__(self, epoch: int = 1) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if trainer.current_epoch + 1 == self.epoch:
+            raise KeyboardInterrupt
