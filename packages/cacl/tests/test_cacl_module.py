@@ -92,5 +92,10 @@ def test_dataset_configs_parse_and_name_the_expected_layout_when_data_is_missing
         main(["train", "--config", name, "--print_config"])
     printed = capsys.readouterr().out
     assert "backbone: resnet50" in printed and "iters: 400" in printed
-    with pytest.raises(FileNotFoundError, match="expected"):
+    monkeypatch.setattr("sys.argv", ["cacl"])  # LightningCLI warns about pytest's own arguments otherwise
+    with pytest.raises(SystemExit) as e:
         main(["train", "--config", name, "--trainer.accelerator=cpu", "--trainer.precision=32"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "expected" in err[0], err
+    assert not (tmp_path / "runs").exists()

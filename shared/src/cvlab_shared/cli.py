@@ -172,18 +172,19 @@ class CvlabCLI(LightningCLI):
         return self.config[self.subcommand] if self.subcommand else self.config
 
     def _parse_ckpt_path(self) -> None:
-        # Lightning reads the checkpoint's hyper-parameters here: check the file first, to name it if it is broken.
-        if self.config.get("subcommand"):
-            ckpt = self.config[self.config.subcommand].get("ckpt_path")
-            if ckpt:
-                check_checkpoint(ckpt)
+        # Called right after parsing, before seeding and before Lightning reads the checkpoint's hyper-parameters:
+        # check every input here, so that a problem is the only thing printed.
+        self._check_inputs()
         super()._parse_ckpt_path()
 
-    def before_instantiate_classes(self) -> None:
+    def _check_inputs(self) -> None:
         self.early_datamodule: pl.LightningDataModule | None = None
         if self.parse_only:
             return
+        self.subcommand = self.config.get("subcommand")
         cfg = self._section()
+        if cfg.get("ckpt_path"):
+            check_checkpoint(cfg.ckpt_path)
         trainer = cfg.get("trainer") or {}
         if self.subcommand == "train" and trainer.get("max_epochs") == -1 and trainer.get("max_steps", -1) in (-1, None):
             raise InputError(

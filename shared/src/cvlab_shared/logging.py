@@ -54,7 +54,8 @@ class EpochPrinter(pl.Callback):
 
     Validation metrics appear only on the epochs that ran validation (Lightning keeps the last values around), and
     no line is printed for an epoch this process did not run (the end of the epoch a resumed run starts from).
-    `hide` lists metric-name prefixes kept off the screen (they are still in metrics.csv).
+    `hide` (and the module's `hidden_on_console` attribute) lists metric-name prefixes kept off the screen (they are
+    still in metrics.csv).
     """
 
     def __init__(self, enabled: bool | None = None, hide: tuple[str, ...] = ()) -> None:
@@ -85,10 +86,11 @@ class EpochPrinter(pl.Callback):
             return
         seconds = time.perf_counter() - self._start
         self._start = None
+        hide = self.hide + tuple(getattr(pl_module, "hidden_on_console", ()))
         metrics = {
             k: v
             for k, v in trainer.callback_metrics.items()
-            if not k.startswith(self.hide) and (self._validated or k not in self._val_keys)
+            if not k.startswith(hide) and (self._validated or k not in self._val_keys)
         }
         line = format_metrics(metrics)
         print(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs} ({seconds:.1f}s) {line}", flush=True)

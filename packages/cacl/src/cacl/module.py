@@ -1,6 +1,7 @@
 """CaCL as one Lightning fit: source pre-training, then camera-curriculum stages of pseudo-label training.
 
-Epochs [0, source_epochs) train the source classifier (cross-entropy). At the first adaptation epoch the scheduler
+Epochs [0, source_epochs) train the source classifier (cross-entropy). At the first adaptation epoch (in the
+`on_train_epoch_start` hook, like every clustering pass) the scheduler
 ranks the target cameras by MMD to the source (`camera_curriculum`) and the target test split is evaluated once
 (the source-only model). The remaining `max_epochs - source_epochs` epochs are split evenly over the stages; each
 epoch (every `recluster_every`) the current camera subset is re-clustered (k-reciprocal Jaccard + DBSCAN), the target
@@ -25,6 +26,10 @@ from cvlab_shared.distributed import all_gather_rows, distributed
 from cvlab_shared.metrics.retrieval import evaluate_retrieval
 from cvlab_shared.models.reid import build_model
 from cvlab_shared.models.weights import load_pretrained
+
+
+# cluster statistics on the per-epoch console line (all of them are logged to metrics.csv as cluster/*)
+ON_SCREEN = ("clusters", "outliers", "cams_per_cluster", "ari")
 
 
 class CaclModule(pl.LightningModule):
@@ -61,6 +66,8 @@ class CaclModule(pl.LightningModule):
         eps: DBSCAN radius on the Jaccard distance (0.6).
         min_samples: DBSCAN core-point size (4).
     """
+
+    hidden_on_console = ("cluster/",)  # the per-epoch line of the core's EpochPrinter leaves these to metrics.csv
 
     def __init__(
         self,
@@ -105,7 +112,7 @@ class CaclModule(pl.LightningModule):
         self.num_clusters = 0
         self.source_only: dict[str, float] = {}
         self._val_batches: list[tuple[torch.Tensor, torch.Tensor]] = []
-        self._epoch_log: dict[str, float] = {}
+        self.plan: tuple[list[int], list[int]] | None = None  # (target indices, pseudo labels) of this epoch
 
     # ---- set-up -------------------------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -195,7 +202,7 @@ class CaclModule(pl.LightningModule):
         self.memory.reset(class_centroids(F.normalize(source, dim=1), labels, self.num_source_classes))
 
     def prepare_epoch(self, epoch: int) -> tuple[list[int], list[int]] | None:
-        """Called by the datamodule before each epoch: None in source epochs, else (target indices, pseudo labels)."""
+        """Cluster for `epoch` (from `on_train_epoch_start`): None in source epochs, else (target indices, labels)."""
         if epoch < self.hparams.source_epochs:
             return None
         if self.schedule is None:
@@ -215,11 +222,12 @@ class CaclModule(pl.LightningModule):
         weights = self.cd.set_clusters(labels.cpu(), camids.cpu(), self.num_clusters).to(self.device)
         self.cd.weights = weights
         stats = cluster_statistics(labels.cpu(), camids.cpu(), torch.tensor([r.pid for r in records]), weights.cpu())
+        shown = [f"{k}={stats[k]:.3g}" if isinstance(stats[k], float) else f"{k}={stats[k]}" for k in ON_SCREEN if k in stats]
         self._print(
-            f"epoch {epoch + 1} stage {stage + 1}/{len(self.schedule.stages)} cameras {sorted(cams)}: "
-            + " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in stats.items())
+            f"epoch {epoch + 1} stage {stage + 1}/{len(self.schedule.stages)} cameras {sorted(cams)}: " + " ".join(shown)
         )
-        self._epoch_log = {f"cluster/{k}": float(v) for k, v in stats.items()} | {"curriculum/stage": float(stage + 1)}
+        # every statistic goes to metrics.csv; the console line keeps the few above
+        self.log_dict({f"cluster/{k}": float(v) for k, v in stats.items()} | {"curriculum/stage": float(stage + 1)})
         source_rows = self.memory.features[: self.num_source_classes]
         if self.num_clusters < 2:
             self._print("  fewer than two clusters: this epoch trains on the source only")
@@ -233,13 +241,12 @@ class CaclModule(pl.LightningModule):
 
     # ---- training -----------------------------------------------------------------------------------------------
     def on_train_epoch_start(self) -> None:
-        if self._epoch_log:
-            self.log_dict(self._epoch_log)
-            self._epoch_log = {}
+        """The clustering pass of this epoch (pseudo labels, memory, CD weights); the target loader reads `plan`."""
+        self.plan = self.prepare_epoch(self.current_epoch)
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         xs, ys, _, _ = batch["source"]
-        if "target" not in batch or self.num_clusters == 0:
+        if "target" not in batch or self.num_clusters == 0 or self.plan is None:
             if self.current_epoch < self.hparams.source_epochs:
                 logits = self.source_classifier(self.model(xs).bn_features)
                 loss = F.cross_entropy(logits, ys)
@@ -347,6 +354,9 @@ class CaclModule(pl.LightningModule):
             "schedule": schedule,
             "source_only": self.source_only,
             "num_source_classes": self.num_source_classes,
+            "plan": self.plan,
+            "num_clusters": self.num_clusters,
+            "cd_weights": self.cd.weights.detach().cpu(),
         }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
@@ -355,6 +365,10 @@ class CaclModule(pl.LightningModule):
             self.schedule = CameraCurriculum(**state["schedule"])
         self.source_only = state.get("source_only") or self.source_only
         self.num_source_classes = state.get("num_source_classes", self.num_source_classes)
+        self.plan = state.get("plan")
+        self.num_clusters = state.get("num_clusters", self.num_clusters)
+        if state.get("cd_weights") is not None:
+            self.cd.weights = state["cd_weights"].to(self.cd.weights.device)
         weight = checkpoint["state_dict"].get("source_classifier.weight")
         if weight is not None:
             self.source_classifier = nn.Linear(weight.shape[1], weight.shape[0], bias=False)

@@ -15,6 +15,23 @@ class InputError(ValueError):
     """A problem with the user's input (a path, a layout, an option): the CLI prints it as one `error:` line."""
 
 
+class CorruptFileError(InputError):
+    """A data file that cannot be decoded (a truncated JPEG, a broken PNG): the message names it."""
+
+
+def open_rgb(path: str | Path):
+    """A PIL image converted to RGB; a file PIL cannot decode raises `CorruptFileError` naming it."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except (OSError, SyntaxError, ValueError) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        raise CorruptFileError(f"cannot read image {path}: {exc} (truncated or damaged file?)") from exc
+
+
 def check_folder(path: str | Path, option: str, layout: str = "") -> Path:
     """`path` must be an existing folder with something in it; the message names the option and the layout."""
     folder = Path(path).expanduser()

@@ -30,10 +30,10 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image
 from torch.utils.data import Dataset, Sampler
 from torchvision import transforms as T
 
+from cvlab_shared.data.checks import open_rgb
 from cvlab_shared.distributed import rank_and_world
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -202,7 +202,7 @@ class ImageDataset(Dataset):
 
     def __getitem__(self, index: int):
         rec = self.records[index]
-        image = Image.open(rec.path).convert("RGB")
+        image = open_rgb(rec.path)  # a damaged file is named in the error
         if self.transform is not None:
             image = self.transform(image)
         return image, rec.pid, rec.camid, index

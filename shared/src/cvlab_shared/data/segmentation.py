@@ -32,6 +32,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from cvlab_shared.data.checks import open_rgb
+
 IGNORE_INDEX = 255
 Transform = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]  # (image, mask) -> (image, mask)
 
@@ -85,9 +87,8 @@ def lookup_table(mapping: Mapping[int, int], size: int = 256, fill: int = IGNORE
 
 
 def read_image(path: Path) -> torch.Tensor:
-    """RGB uint8 tensor [3, H, W]."""
-    with Image.open(path) as image:
-        return torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1).contiguous()
+    """RGB uint8 tensor [3, H, W] (a damaged file raises an error naming it)."""
+    return torch.from_numpy(np.array(open_rgb(path))).permute(2, 0, 1).contiguous()
 
 
 def _is_16bit_colour_png(path: Path) -> bool:
