@@ -73,9 +73,17 @@ def test_train_all_steps_then_rerun_one_and_test(cache, capsys):
     assert single[0] in done.stdout.splitlines()
 
 
-def test_step_without_previous_checkpoint_fails(cache):
-    with pytest.raises(SystemExit, match="checkpoint of step 0"):
+def test_step_without_previous_checkpoint_fails(cache, capsys):
+    with pytest.raises(SystemExit) as e:
         main(["train", "--task", "15-5", "--step", "1", "--run_dir", str(cache / "empty"), *TINY])
+    assert e.value.code == 2 and "checkpoint of step 0" in capsys.readouterr().err
+
+
+def test_unknown_config_is_one_line_like_every_package(cache, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--config", "nope"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1 and "packaged config" in err[0] and "default" in err[0]
 
 
 def test_help_lists_driver_and_lightning_arguments(capsys):

@@ -1,24 +1,26 @@
 """`dkd train` runs every step of a class-incremental task in order; `dkd test` evaluates one step's checkpoint.
 
-    dkd train --task 15-1 --setting overlap [--step N] [--resume] [--run_dir DIR] [LightningCLI args...]
+    dkd train --task 15-1 --setting overlap [--step N] [--ckpt_path FILE] [--run_dir DIR] [LightningCLI args...]
 
 Each step is one LightningCLI `train` run (`cvlab_shared.cli.run_cli`) whose model starts from the previous step's
 last checkpoint; steps write `DIR/step_N/{last.ckpt, metrics.csv, config.yaml, results.json}` and, after every step,
 `DIR/table.{md,csv}` (old/new/all mIoU and hIoU per step). Finished steps are skipped when the run is restarted;
-`--step N` (re)runs step N alone, `--resume` continues an interrupted step from its last checkpoint.
+`--step N` (re)runs step N alone; `--ckpt_path DIR/step_N/last.ckpt` resumes the interrupted step N exactly (as in
+every package) and then runs the steps after it (`--resume` is the same, for the first unfinished step).
+The task, setting and data options come from LightningCLI's own merging of the config files and arguments.
 With no data arguments the packaged default config trains a ResNet-18 on synthetic VOC-layout data (15-5 task).
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import yaml
-
-from cvlab_shared.cli import packaged_configs, run_cli
+from cvlab_shared.cli import debug_enabled, fail, parse_config, run_cli, take_debug_flag
+from cvlab_shared.data.checks import InputError, check_checkpoint, check_folder
 from dkd.data import DKDDataModule
 from dkd.module import DKDModule
 from dkd.steps import load_results, save_step_results, step_checkpoint, step_dir, write_table
@@ -38,33 +40,18 @@ def _driver_parser(command: str) -> argparse.ArgumentParser:
     parser.add_argument("--setting", choices=("overlap", "disjoint"), help="default: config")
     parser.add_argument("--step", type=int, help="run only this step (train) / evaluate this step (test)")
     parser.add_argument("--run_dir", type=Path, help="run folder (default runs/dkd/<dataset>_<task>_<setting>)")
+    parser.add_argument("--ckpt_path", help="train: resume the step whose last.ckpt this is; test: the checkpoint")
     if command == "train":
-        parser.add_argument("--resume", action="store_true", help="continue an interrupted step from its last.ckpt")
+        parser.add_argument("--resume", action="store_true", help="same as --ckpt_path of the first unfinished step")
     parser.add_argument("-h", "--help", action="store_true")
     return parser
 
 
 def _config_values(passthrough: Sequence[str]) -> dict[str, object]:
-    """data.{task, setting, dataset, data_root} as the LightningCLI run will see them: defaults, default.yaml,
-    then every --config file in order, then --data.X=value arguments."""
-    configs = packaged_configs(PACKAGE)
-    values: dict[str, object] = {"task": "15-5", "setting": "overlap", "dataset": "voc", "data_root": None}
-    files = [configs["default"]] if "default" in configs else []
-    items = list(passthrough)
-    for i, arg in enumerate(items):
-        value = items[i + 1] if arg in ("--config", *(f"--data.{f}" for f in STEP_FIELDS)) and i + 1 < len(items) else None
-        if "=" in arg:
-            arg, value = arg.split("=", 1)
-        if arg == "--config" and value is not None:
-            files.append(Path(value) if Path(value).exists() else configs.get(Path(value).stem, Path(value)))
-        elif arg.startswith("--data.") and arg[len("--data.") :] in STEP_FIELDS:
-            files.append({"data": {arg[len("--data.") :]: yaml.safe_load(value) if value is not None else None}})
-    for item in files:
-        content = item if isinstance(item, dict) else (yaml.safe_load(Path(item).read_text()) or {})
-        data = content.get("data") or {}
-        data = data.get("init_args", data)
-        values.update({k: data[k] for k in STEP_FIELDS if k in data})
-    return values
+    """data.{task, setting, dataset, data_root} as the LightningCLI run will see them (LightningCLI's own merging of
+    defaults, default.yaml, every --config in order and the --data.X arguments)."""
+    config = parse_config(DKDModule, DKDDataModule, PACKAGE, passthrough)
+    return {k: config.data[k] for k in STEP_FIELDS}
 
 
 def _step_args(
@@ -88,6 +75,14 @@ def _step_args(
     return args
 
 
+def check_data(datamodule: DKDDataModule, stage: str = "fit") -> None:
+    """Before any model is built: a given data_root must hold the VOC / ADE layout (read-only; the synthetic default
+    is written later, in prepare_data)."""
+    if datamodule.data_root is not None:
+        check_folder(datamodule.data_root, "--data.data_root")
+        datamodule.samples()  # reads the official lists; names the missing file and the expected layout
+
+
 def _task(values: dict[str, object]):
     return DKDDataModule(values["dataset"], values["data_root"], values["task"], values["setting"]).task
 
@@ -101,9 +96,30 @@ def _record(cli, run_dir: Path, step: int, classes: list[int]) -> None:
     print(f"saved {run_dir / 'table.md'} and {run_dir / 'table.csv'}", flush=True)
 
 
+def _resume_point(options: argparse.Namespace, run_dir: Path, num_steps: int) -> tuple[int, Path] | None:
+    """(step, checkpoint) to resume: `--ckpt_path .../step_N/last.ckpt`, or `--resume` (first unfinished step)."""
+    if options.ckpt_path:
+        path = check_checkpoint(options.ckpt_path)
+        match = re.fullmatch(r"step_(\d+)", path.parent.name)
+        if match is None or int(match.group(1)) >= num_steps:
+            raise InputError(f"--ckpt_path {path}: expected a step checkpoint <run_dir>/step_N/last.ckpt")
+        return int(match.group(1)), path
+    if options.resume:
+        for step in range(num_steps):
+            if not (step_dir(run_dir, step) / "results.json").exists():
+                ckpt = step_checkpoint(run_dir, step)
+                return (step, ckpt) if ckpt.exists() else None
+    return None
+
+
 def train(options: argparse.Namespace, passthrough: list[str], values: dict[str, object], run_dir: Path) -> None:
     task = _task(values)
+    resume = _resume_point(options, run_dir, task.num_steps)
+    if resume is not None and options.run_dir is None:
+        run_dir = resume[1].parent.parent
     steps = [options.step] if options.step is not None else list(range(task.num_steps))
+    if resume is not None and options.step is None:
+        steps = [s for s in steps if s >= resume[0]]
     for step in steps:
         if options.step is None and (step_dir(run_dir, step) / "results.json").exists():
             print(f"step {step} already done ({step_dir(run_dir, step)}): skipped", flush=True)
@@ -112,12 +128,12 @@ def train(options: argparse.Namespace, passthrough: list[str], values: dict[str,
         if step > 0:
             previous = step_checkpoint(run_dir, step - 1)
             if not previous.exists():
-                raise SystemExit(f"error: step {step} needs the checkpoint of step {step - 1}: {previous} is missing")
+                raise InputError(f"step {step} needs the checkpoint of step {step - 1}: {previous} is missing")
             args.append(f"--model.previous_checkpoint={previous}")
-        if options.resume and step_checkpoint(run_dir, step).exists():
-            args.append(f"--ckpt_path={step_checkpoint(run_dir, step)}")
+        if resume is not None and resume[0] == step:
+            args.append(f"--ckpt_path={resume[1]}")
         print(f"=== {run_dir.name}: step {step}/{task.num_steps - 1}, classes {task.new_classes(step)} ===", flush=True)
-        cli = run_cli(DKDModule, DKDDataModule, package=PACKAGE, args=args, monitor=None)
+        cli = run_cli(DKDModule, DKDDataModule, package=PACKAGE, args=args, monitor=None, check_data=check_data)
         _record(cli, run_dir, step, task.new_classes(step))
 
 
@@ -128,19 +144,33 @@ def test(options: argparse.Namespace, passthrough: list[str], values: dict[str, 
     saved = step_dir(run_dir, step) / "config.yaml"
     if "--config" not in passthrough and saved.exists():
         args = ["test", f"--config={saved}", *args[1:]]
-    if not any(a.startswith("--ckpt_path") for a in passthrough):
+    if options.ckpt_path:
+        args.append(f"--ckpt_path={options.ckpt_path}")
+    else:
         checkpoint = step_checkpoint(run_dir, step)
         if not checkpoint.exists():
-            raise SystemExit(f"error: no checkpoint of step {step} at {checkpoint}; pass --ckpt_path or --run_dir")
+            raise InputError(f"no checkpoint of step {step} at {checkpoint}; pass --ckpt_path or --run_dir")
         args.append(f"--ckpt_path={checkpoint}")
-    cli = run_cli(DKDModule, DKDDataModule, package=PACKAGE, args=args, monitor=None)
+    cli = run_cli(DKDModule, DKDDataModule, package=PACKAGE, args=args, monitor=None, check_data=check_data)
     if cli.trainer.is_global_zero:
         r = cli.model.test_results
         print(f"step {step}: old {r['old']:.2f}  new {r['new']:.2f}  all {r['all']:.2f}  hIoU {r['hiou']:.2f}")
 
 
 def main(args: Sequence[str] | None = None) -> None:
-    argv = list(sys.argv[1:] if args is None else args)
+    """The `dkd` command; input errors are one `error:` line with exit status 2, as in every package."""
+    argv = take_debug_flag(list(sys.argv[1:] if args is None else args))
+    try:
+        _main(argv)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except InputError as exc:
+        if debug_enabled():
+            raise
+        fail(exc)
+
+
+def _main(argv: list[str]) -> None:
     if not argv or argv[0] not in ("train", "test"):
         asked = bool(argv) and argv[0] in ("-h", "--help")
         print("usage: dkd {train,test} [--task T] [--setting S] [--step N] [--run_dir DIR] [LightningCLI args]\n"
