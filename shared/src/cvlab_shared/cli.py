@@ -177,6 +177,10 @@ class CvlabCLI(LightningCLI):
         self._check_inputs()
         super()._parse_ckpt_path()
 
+    def _set_seed(self) -> None:
+        if not self.parse_only:
+            super()._set_seed()
+
     def _check_inputs(self) -> None:
         self.early_datamodule: pl.LightningDataModule | None = None
         if self.parse_only:
@@ -415,17 +419,21 @@ def parse_config(
     argv = resolve_logger(resolve_config_names(list(args), package), package)
     default = packaged_configs(package).get("default")
     cls = _make_cli_class(None, "max", None, parse_only=True)
-    cli = cls(
-        model_class,
-        datamodule_class,
-        trainer_class=Trainer,
-        trainer_defaults=_trainer_defaults(package),
-        seed_everything_default=0,
-        parser_kwargs={"prog": package.replace("_", "-"), "default_config_files": [str(default)] if default else []},
-        save_config_callback=None,
-        args=argv,
-        run=False,
-    )
+    saved_argv, sys.argv = sys.argv, [sys.argv[0] if sys.argv else package, *argv]
+    try:
+        cli = cls(
+            model_class,
+            datamodule_class,
+            trainer_class=Trainer,
+            trainer_defaults=_trainer_defaults(package),
+            seed_everything_default=0,
+            parser_kwargs={"prog": package.replace("_", "-"), "default_config_files": [str(default)] if default else []},
+            save_config_callback=None,
+            args=None,
+            run=False,
+        )
+    finally:
+        sys.argv = saved_argv
     return cli.config
 
 
@@ -462,11 +470,10 @@ def run_cli(
     sub_kwargs = {"train": {"default_config_files": defaults, "epilog": epilog, "description": SUBCOMMAND_HELP["train"]},
                   "test": {"default_config_files": defaults, "epilog": epilog, "description": SUBCOMMAND_HELP["test"]}}
     cli_class = _make_cli_class(monitor, mode, check_data)
-    cli_args: list[str] | None = argv
-    if args is None or list(args) == sys.argv[1:]:
-        # LightningCLI warns when given args beside a command line: hand it the rewritten command line instead.
-        sys.argv = [sys.argv[0], *argv]
-        cli_args = None
+    # LightningCLI warns when given args beside a command line: hand it the rewritten command line instead (and
+    # put the caller's back afterwards when called from Python).
+    saved_argv = sys.argv
+    sys.argv = [sys.argv[0] if sys.argv else package, *argv]
     try:
         return cli_class(
             model_class,
@@ -478,7 +485,7 @@ def run_cli(
             subclass_mode_data=subclass_mode_data,
             parser_kwargs={"prog": package.replace("_", "-"), **sub_kwargs},
             save_config_kwargs={"overwrite": True},
-            args=cli_args,
+            args=None,
             run=run,
         )
     except (KeyboardInterrupt, SystemExit):
@@ -487,6 +494,9 @@ def run_cli(
         if debug_enabled() or not _is_input_error(exc):
             raise
         fail(exc)
+    finally:
+        if args is not None:
+            sys.argv = saved_argv
     raise AssertionError("unreachable")
 
 

@@ -58,7 +58,7 @@ def default_check(datamodule: Any, stage: str = "fit") -> None:
     """Every `data_root` / `*_root` argument that is set names an existing, non-empty folder."""
     for name, value in _roots(datamodule).items():
         if value:
-            check_folder(value, f"--data.{name}")
+            check_folder(value, f"--data.{name}", "the dataset's own folder layout (the package README shows it)")
 
 
 def check_classification(datamodule: Any, stage: str = "fit") -> None:
@@ -71,8 +71,7 @@ def check_classification(datamodule: Any, stage: str = "fit") -> None:
                 "drop it, or choose --data.dataset cifar10 | cifar100 | tiny_imagenet | imagefolder"
             )
         return
-    check_folder(datamodule.data_root, "--data.data_root")
-    datamodule.setup(stage)
+    datamodule.setup(stage)  # the readers name the folder and the expected layout
 
 
 def check_datamodule(datamodule: Any, stage: str = "fit") -> None:
