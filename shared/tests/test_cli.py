@@ -15,7 +15,7 @@ def test_train_fits_then_tests_best_and_saves_config(tmp_path, monkeypatch):
     cli = run_cli(ToyModule, ToyData, package="cvlab_shared", monitor="val/acc",
                   args=["train", "--trainer.max_epochs=2", "--trainer.accelerator=cpu", "--model.width=4"])
     run_dir = Path(cli.trainer.log_dir).resolve()
-    assert run_dir.parent == tmp_path / "runs" / "cvlab_shared"
+    assert run_dir.parent == tmp_path / "runs" / "cvlab-shared"
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert saved["model"]["width"] == 4
     assert (run_dir / "metrics.csv").read_text().count("test/acc") == 1
@@ -70,12 +70,12 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, monkeypatch):
         run_cli(ToyModule, ToyData, package="cvlab_shared", monitor="val/acc",
                 args=["train", *common, "--trainer.callbacks+=toy.StopAfter", "--trainer.callbacks.epoch=2"])
     signal.signal(signal.SIGINT, handler)  # Lightning ignores further Ctrl-C after an interrupt
-    run = tmp_path / "runs" / "cvlab_shared" / "version_1"
+    run = tmp_path / "runs" / "cvlab-shared" / "version_1"
     assert (run / "checkpoints" / "last.ckpt").is_file()
     resumed = run_cli(ToyModule, ToyData, package="cvlab_shared", monitor="val/acc",
                       args=["train", *common, f"--ckpt_path={run / 'checkpoints' / 'last.ckpt'}"])
     assert Path(resumed.trainer.log_dir).resolve() == run.resolve()
-    assert not (tmp_path / "runs" / "cvlab_shared" / "version_2").exists()
+    assert not (tmp_path / "runs" / "cvlab-shared" / "version_2").exists()
     a, b = _final_weights(full), _final_weights(resumed)
     assert all(torch.equal(a[k], b[k]) for k in a)
     test_a = full.trainer.callback_metrics["test/acc"]

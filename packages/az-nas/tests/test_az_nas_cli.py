@@ -55,7 +55,7 @@ def test_usage_and_bad_benchmark_path(tmp_path, capsys):
 def test_train_default_config_on_digits(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     main(["train", "--trainer.max_epochs=1"])
-    metrics = next(Path("runs/az_nas").glob("version_*/metrics.csv")).read_text()
+    metrics = next(Path("runs/az-nas").glob("version_*/metrics.csv")).read_text()
     header, *rows = metrics.splitlines()
     test_acc = [r.split(",")[header.split(",").index("test/acc")] for r in rows]
     assert any(v and float(v) > 0.2 for v in test_acc)  # well above chance (0.1) after one epoch

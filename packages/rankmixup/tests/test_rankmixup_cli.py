@@ -53,10 +53,11 @@ def test_packaged_paper_configs(name, capsys):
     assert data["batch_size"] == (128 if cifar else 64) and model["cpu_threads"] is None
 
 
-def test_missing_dataset_names_the_layout(tmp_path, monkeypatch):
+def test_missing_dataset_names_the_layout(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(Exception, match="cifar-10-batches-py"):
+    with pytest.raises(SystemExit) as e:  # one `error:` line, exit status 2 (the core's CLI)
         main(["train", "--config", "mrl_resnet50_cifar10", f"--data.data_root={tmp_path}", "--trainer.max_epochs=1"])
+    assert e.value.code == 2 and "cifar-10-batches-py" in capsys.readouterr().err
 
 
 def test_ddp_two_cpu_processes(tmp_path):

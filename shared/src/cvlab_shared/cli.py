@@ -379,7 +379,7 @@ def summary(package: str, subcommand: str | None, datamodule_class: type | None 
     ]
     if named:
         lines.append(f"  {prog} train --config {named[0]} --trainer.max_epochs 2")
-    lines.append(f"  {prog} test --ckpt_path runs/{package}/version_0/checkpoints/last.ckpt")
+    lines.append(f"  {prog} test --ckpt_path runs/{prog}/version_0/checkpoints/last.ckpt")
     lines.append("")
     lines.append("all options (LightningCLI):" if subcommand else "")
     return "\n".join(lines)
@@ -402,7 +402,11 @@ def _make_cli_class(monitor: str | None, mode: str, check_data, parse_only: bool
 
 def _trainer_defaults(package: str) -> dict[str, Any]:
     return {
-        "logger": {"class_path": "cvlab_shared.logging.RunCSVLogger", "init_args": {"save_dir": RUNS_DIR, "name": package}},
+        # runs/<command>/version_N: the command's spelling (az-nas), not the import name (az_nas)
+        "logger": {
+            "class_path": "cvlab_shared.logging.RunCSVLogger",
+            "init_args": {"save_dir": RUNS_DIR, "name": package.replace("_", "-")},
+        },
         "enable_progress_bar": is_interactive(),
         "callbacks": [EpochPrinter(), EpochSeeder()],
     }

@@ -33,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="az-nas search",
         description="Training-free architecture search with AZ-NAS. With no arguments: 20 random NB201 cells on the "
-        "CPU (about a minute), printing the chosen cell.",
+        "CPU, printing the chosen cell and how long the search took. Results go to runs/az-nas/search (the "
+        "runs/<command>/ folder of every package).",
     )
     parser.add_argument("--space", choices=("nb201", "mobilenetv2", *AUTOFORMER), default="nb201",
                         help="autoformer-*: random ViTs inside the parameter window (Tiny 4-6 M, Small 21-23 M, "
@@ -60,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "Spearman rho and plot rank vs accuracy")
     parser.add_argument("--dataset", default="cifar10", choices=("cifar10", "cifar100", "ImageNet16-120"),
                         help="benchmark column for the plot")
-    parser.add_argument("--out", default="runs/az_nas/search", help="folder for results.json/.csv and the plot")
+    parser.add_argument("--out", default="runs/az-nas/search", help="folder for results.json/.csv and the plot")
     parser.add_argument("--no-progress", action="store_true")
     return parser
 
