@@ -10,7 +10,7 @@ from cvlab_shared.data.checks import InputError
 from toy import ToyData, ToyModule  # noqa: E402  (tests dir is on sys.path through conftest)
 
 
-def test_train_fits_then_tests_best_and_saves_config(tmp_path, monkeypatch):
+def test_train_fits_then_tests_best_and_saves_config(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     cli = run_cli(ToyModule, ToyData, package="cvlab_shared", monitor="val/acc",
                   args=["train", "--trainer.max_epochs=2", "--trainer.accelerator=cpu", "--model.width=4"])
@@ -21,6 +21,9 @@ def test_train_fits_then_tests_best_and_saves_config(tmp_path, monkeypatch):
     assert (run_dir / "metrics.csv").read_text().count("test/acc") == 1
     ckpts = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
     assert "last.ckpt" in ckpts and len(ckpts) == 2
+    out = capsys.readouterr()
+    # one results line (the toy module prints none of its own), no Lightning table, no promotional tip
+    assert out.out.count("test: test/acc=") == 1 and "DataLoader" not in out.out and "Tip" not in out.out + out.err
 
 
 def test_print_config(tmp_path, monkeypatch, capsys):

@@ -36,13 +36,13 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from cvlab_shared.data.checks import InputError, check_checkpoint, check_datamodule
-from cvlab_shared.logging import EpochPrinter, EpochSeeder, RunCSVLogger, is_interactive, quiet_lightning
+from cvlab_shared.logging import EpochPrinter, EpochSeeder, RunCSVLogger, format_metrics, is_interactive, quiet_lightning
 
 RUNS_DIR = "runs"
 DEBUG_ENV = "CVLAB_DEBUG"
 
 # Lightning 2.6 on torch >= 2.15 warns about its own pytree use once per epoch; it is not actionable for users.
-warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*", category=DeprecationWarning)
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 
 VOCABULARY = """\
 data and run folders (the same words in every package):
@@ -53,7 +53,8 @@ data and run folders (the same words in every package):
   runs/<command>/version_N/  config.yaml, metrics.csv, checkpoints/{best, last.ckpt}; last.ckpt after every epoch
   --ckpt_path runs/<command>/version_N/checkpoints/last.ckpt   train: resume exactly, in the same run folder
                                                                 test: evaluate that checkpoint
-  --data.batch_size N       per process (under DDP each of the N processes reads N images per step)
+  --data.batch_size N       images per process and step (with --trainer.devices 4, each of the 4 processes
+                            reads N images per step), as Lightning users expect
   errors are one 'error: ...' line with exit status 2; --debug (or CVLAB_DEBUG=1) shows the traceback"""
 
 SUBCOMMAND_HELP = {
@@ -127,8 +128,14 @@ class Trainer(pl.Trainer):
         datamodule: pl.LightningDataModule | None = None,
         weights_only: bool | None = None,
     ) -> list[dict[str, float]]:
-        """Evaluate on the test split; the package prints its own table (`verbose` adds Lightning's)."""
-        return super().test(model, dataloaders, ckpt_path, verbose, datamodule, weights_only)
+        """Evaluate on the test split. A module that prints its own results (it keeps them in `test_results`) is
+        left to it; otherwise one `test: name=value ...` line is printed (`verbose` adds Lightning's table)."""
+        results = super().test(model, dataloaders, ckpt_path, verbose, datamodule, weights_only)
+        module = model if model is not None else self.lightning_module
+        if not verbose and self.is_global_zero and not hasattr(module, "test_results"):
+            merged = {k: v for r in results for k, v in r.items() if k.startswith("test")}
+            print(f"test: {format_metrics(merged)}", flush=True)
+        return results
 
 
 def _run_folder(trainer: pl.Trainer) -> Path | None:

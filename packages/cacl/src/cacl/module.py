@@ -113,6 +113,7 @@ class CaclModule(pl.LightningModule):
         self.source_only: dict[str, float] = {}
         self._val_batches: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.plan: tuple[list[int], list[int]] | None = None  # (target indices, pseudo labels) of this epoch
+        self.test_results: dict[str, float] = {}  # the last test's mAP / rank-1 / rank-5 (printed by _finish_eval)
 
     # ---- set-up -------------------------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -325,6 +326,10 @@ class CaclModule(pl.LightningModule):
         self._val_batches = []
         for name, value in metrics.items():
             self.log(f"{stage}/{name}", value, rank_zero_only=False, sync_dist=False)
+        if stage == "test":
+            self.test_results = metrics
+        if stage == "test" and not self.source_only:
+            self._print(f"target mAP / rank-1: {metrics['mAP']:.4f} / {metrics['rank1']:.4f}")
         if stage == "test" and self.source_only:
             self._print(
                 f"target mAP / rank-1: before adaptation {self.source_only['mAP']:.4f} / "
