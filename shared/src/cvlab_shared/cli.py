@@ -430,21 +430,18 @@ def parse_config(
     argv = resolve_logger(resolve_config_names(list(args), package), package)
     default = packaged_configs(package).get("default")
     cls = _make_cli_class(None, "max", None, parse_only=True)
-    saved_argv, sys.argv = sys.argv, [sys.argv[0] if sys.argv else package, *argv]
-    try:
-        cli = cls(
-            model_class,
-            datamodule_class,
-            trainer_class=Trainer,
-            trainer_defaults=_trainer_defaults(package),
-            seed_everything_default=0,
-            parser_kwargs={"prog": package.replace("_", "-"), "default_config_files": [str(default)] if default else []},
-            save_config_callback=None,
-            args=None,
-            run=False,
-        )
-    finally:
-        sys.argv = saved_argv
+    warnings.filterwarnings("ignore", message=r"LightningCLI's args parameter is intended to run from within Python")
+    cli = cls(
+        model_class,
+        datamodule_class,
+        trainer_class=Trainer,
+        trainer_defaults=_trainer_defaults(package),
+        seed_everything_default=0,
+        parser_kwargs={"prog": package.replace("_", "-"), "default_config_files": [str(default)] if default else []},
+        save_config_callback=None,
+        args=argv,
+        run=False,
+    )
     return cli.config
 
 
@@ -481,10 +478,13 @@ def run_cli(
     sub_kwargs = {"train": {"default_config_files": defaults, "epilog": epilog, "description": SUBCOMMAND_HELP["train"]},
                   "test": {"default_config_files": defaults, "epilog": epilog, "description": SUBCOMMAND_HELP["test"]}}
     cli_class = _make_cli_class(monitor, mode, check_data)
-    # LightningCLI warns when given args beside a command line: hand it the rewritten command line instead (and
-    # put the caller's back afterwards when called from Python).
-    saved_argv = sys.argv
-    sys.argv = [sys.argv[0] if sys.argv else package, *argv]
+    cli_args: list[str] | None = argv
+    if args is None or list(args) == sys.argv[1:]:
+        # LightningCLI warns when given args beside a command line: hand it the rewritten command line instead.
+        sys.argv = [sys.argv[0], *argv]
+        cli_args = None
+    # Called from Python (a driver such as dkd's, or a test), sys.argv stays the caller's: DDP relaunches it.
+    warnings.filterwarnings("ignore", message=r"LightningCLI's args parameter is intended to run from within Python")
     try:
         return cli_class(
             model_class,
@@ -496,7 +496,7 @@ def run_cli(
             subclass_mode_data=subclass_mode_data,
             parser_kwargs={"prog": package.replace("_", "-"), **sub_kwargs},
             save_config_kwargs={"overwrite": True},
-            args=None,
+            args=cli_args,
             run=run,
         )
     except (KeyboardInterrupt, SystemExit):
@@ -505,9 +505,6 @@ def run_cli(
         if debug_enabled() or not _is_input_error(exc):
             raise
         fail(exc)
-    finally:
-        if args is not None:
-            sys.argv = saved_argv
     raise AssertionError("unreachable")
 
 
