@@ -117,3 +117,10 @@ def torch_save_checkpoint(path):
 
     torch.save({"state_dict": {"w": torch.zeros(1000)}}, path)
     return path
+
+
+def test_a_run_that_fails_before_its_first_checkpoint_leaves_no_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(RuntimeError, match="crash requested"):
+        run_cli(ToyModule, ToyData, package="cvlab_shared", args=["train", "--model.crash=true"])
+    assert not (tmp_path / "runs").exists()

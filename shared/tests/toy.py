@@ -7,7 +7,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 
 class ToyModule(pl.LightningModule):
-    def __init__(self, width: int = 8, lr: float = 0.1, dropout: float = 0.0, milestones: list[int] | None = None) -> None:
+    def __init__(self, width: int = 8, lr: float = 0.1, dropout: float = 0.0, milestones: list[int] | None = None,
+                 crash: bool = False) -> None:
         """Linear classifier on 4-d inputs.
 
         Args:
@@ -15,6 +16,7 @@ class ToyModule(pl.LightningModule):
             lr: learning rate.
             dropout: dropout before the last layer (draws random numbers every step).
             milestones: epochs at which the learning rate is divided by 10.
+            crash: raise in the first training step (a run that fails).
         """
         super().__init__()
         self.save_hyperparameters()
@@ -29,6 +31,8 @@ class ToyModule(pl.LightningModule):
         return loss
 
     def training_step(self, batch, _):
+        if self.hparams.crash:
+            raise RuntimeError("crash requested")
         return self._step(batch, "train")
 
     def validation_step(self, batch, _):

@@ -99,3 +99,21 @@ def test_dataset_configs_parse_and_name_the_expected_layout_when_data_is_missing
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "expected" in err[0], err
     assert not (tmp_path / "runs").exists()
+
+
+def test_verify_names_a_truncated_image_before_anything_is_built(tmp_path, monkeypatch, capsys):
+    from cvlab_shared.data.synthetic_reid import write_synthetic_reid
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.argv", ["cacl"])
+    monkeypatch.setenv("CVLAB_CACHE", str(tmp_path / "cache"))
+    root = tmp_path / "market"
+    write_synthetic_reid(root, num_train_ids=4, num_test_ids=4, num_cams=2, images_per_cam=1, image_size=(32, 16))
+    damaged = sorted(root.rglob("bounding_box_train/*.jpg"))[1]
+    damaged.write_bytes(damaged.read_bytes()[:200])
+    args = ["train", "--data.target=market1501", f"--data.target_root={root}", "--data.verify=true"]
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1 and damaged.name in err[0] and "truncated" in err[0], err
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "cache").exists()

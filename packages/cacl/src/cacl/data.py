@@ -23,7 +23,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from cvlab_shared.data.cache import cache_dir
-from cvlab_shared.data.checks import InputError
+from cvlab_shared.data.checks import InputError, open_rgb
 from cvlab_shared.data.reid import (
     READERS,
     ImageDataset,
@@ -144,6 +144,8 @@ class CaclDataModule(pl.LightningDataModule):
         synthetic_shift: strength of the graded target camera shift (0 = no shift).
         synthetic_bias: per-camera style offset making clusters camera-biased.
         seed: sampler seed (the synthetic data always uses seeds 1 and 2).
+        verify: before training, decode every image of the real datasets (finds a truncated or damaged file, named
+            in the error, before any model is built; takes a while on full datasets).
     """
 
     def __init__(
@@ -165,6 +167,7 @@ class CaclDataModule(pl.LightningDataModule):
         synthetic_shift: float = 1.0,
         synthetic_bias: float = 0.3,
         seed: int = 0,
+        verify: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -214,7 +217,10 @@ class CaclDataModule(pl.LightningDataModule):
             name = getattr(self.hparams, domain)
             if name == "synthetic":
                 continue
-            read_reid_dataset(name, self.root(domain))  # names the folder and the expected layout when it is wrong
+            split = read_reid_dataset(name, self.root(domain))  # names the folder and the expected layout if wrong
+            if self.hparams.verify:
+                for record in [*split.train, *split.query, *split.gallery]:
+                    open_rgb(record.path)  # a damaged image fails here, named
 
     def _write_synthetic(self) -> None:
         h = self.hparams
