@@ -57,7 +57,7 @@ def _final_weights(cli):
     return {k: v.clone() for k, v in cli.model.state_dict().items()}
 
 
-def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, monkeypatch):
+def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, monkeypatch, capsys):
     """Ctrl-C after epoch 2 of 4, resume from last.ckpt: same weights and test metrics, same run folder, one
     metrics.csv with every epoch (dropout, shuffling and an LR milestone make the run depend on the saved state)."""
     import signal
@@ -75,8 +75,13 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, monkeypatch):
     signal.signal(signal.SIGINT, handler)  # Lightning ignores further Ctrl-C after an interrupt
     run = tmp_path / "runs" / "cvlab-shared" / "version_1"
     assert (run / "checkpoints" / "last.ckpt").is_file()
+    capsys.readouterr()
     resumed = run_cli(ToyModule, ToyData, package="cvlab_shared", monitor="val/acc",
                       args=["train", *common, f"--ckpt_path={run / 'checkpoints' / 'last.ckpt'}"])
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch ")]
+    # the epochs this process ran, once each, with real durations (no line for the restored epoch's end)
+    assert [line.split()[1] for line in lines] == ["2/4", "3/4", "4/4"], lines
+    assert all(float(line.split()[2].strip("(s)")) < 60 for line in lines), lines
     assert Path(resumed.trainer.log_dir).resolve() == run.resolve()
     assert not (tmp_path / "runs" / "cvlab-shared" / "version_2").exists()
     a, b = _final_weights(full), _final_weights(resumed)
@@ -124,3 +129,12 @@ def test_a_run_that_fails_before_its_first_checkpoint_leaves_no_folder(tmp_path,
     with pytest.raises(RuntimeError, match="crash requested"):
         run_cli(ToyModule, ToyData, package="cvlab_shared", args=["train", "--model.crash=true"])
     assert not (tmp_path / "runs").exists()
+
+
+def test_epoch_lines_show_validation_only_when_it_ran(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    run_cli(ToyModule, ToyData, package="cvlab_shared", monitor="val/acc",
+            args=["train", "--trainer.max_epochs=3", "--trainer.check_val_every_n_epoch=2"])
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch ")]
+    assert len(lines) == 3 and "val/acc" in lines[1]
+    assert "val/acc" not in lines[0] and "val/acc" not in lines[2], lines  # no stale values from epoch 2
