@@ -138,3 +138,19 @@ def test_epoch_lines_show_validation_only_when_it_ran(tmp_path, monkeypatch, cap
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch ")]
     assert len(lines) == 3 and "val/acc" in lines[1]
     assert "val/acc" not in lines[0] and "val/acc" not in lines[2], lines  # no stale values from epoch 2
+    assert all("train/loss" in line for line in lines)
+
+
+def test_epoch_lines_show_only_metrics_logged_in_that_epoch(tmp_path, monkeypatch, capsys):
+    """A metric logged in epoch 1 only (the toy logs train/* in every step) must not reappear in epoch 2."""
+
+    class FirstEpochOnly(ToyModule):
+        def training_step(self, batch, batch_idx):
+            if self.current_epoch == 0:
+                self.log("train/first", 1.0)
+            return super().training_step(batch, batch_idx)
+
+    monkeypatch.chdir(tmp_path)
+    run_cli(FirstEpochOnly, ToyData, package="cvlab_shared", monitor="val/acc", args=["train", "--trainer.max_epochs=2"])
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch ")]
+    assert "train/first" in lines[0] and "train/first" not in lines[1], lines

@@ -87,13 +87,28 @@ class EpochPrinter(pl.Callback):
         seconds = time.perf_counter() - self._start
         self._start = None
         hide = self.hide + tuple(getattr(pl_module, "hidden_on_console", ()))
+        logged = _logged_this_epoch(trainer)
         metrics = {
             k: v
             for k, v in trainer.callback_metrics.items()
-            if not k.startswith(hide) and (self._validated or k not in self._val_keys)
+            if not k.startswith(hide)
+            and (
+                (self._validated and k in self._val_keys)
+                or (k not in self._val_keys and (logged is None or k in logged))
+            )
         }
         line = format_metrics(metrics)
         print(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs} ({seconds:.1f}s) {line}", flush=True)
+
+
+def _logged_this_epoch(trainer: pl.Trainer) -> set[str] | None:
+    """Names logged during this training epoch (Lightning keeps older values in callback_metrics), or None if the
+    loop's result collection cannot be read (then every training metric is shown)."""
+    try:
+        results = trainer.fit_loop.epoch_loop._results
+        return {metric.meta.name for _, metric in results.valid_items()}
+    except (AttributeError, RuntimeError):
+        return None
 
 
 def epoch_seed(base: int, epoch: int) -> int:
