@@ -129,11 +129,14 @@ class EpochSeeder(pl.Callback):
 
     Whatever ran in between (validation, clustering, checkpointing, or a restart from `last.ckpt` in a new process),
     epoch e then draws the same random numbers (shuffles, augmentation, dropout, mixup), so an interrupted and resumed
-    run equals an uninterrupted one. The run's seed is the one `seed_everything` set (`PL_GLOBAL_SEED`), else 0.
+    run equals an uninterrupted one. The run's seed is the one `seed_everything` set (`PL_GLOBAL_SEED`), else 0;
+    DDP process r adds a fixed offset times r. Samplers with their own seed (shuffle_seed + epoch) are unaffected.
     """
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        seed_all(epoch_seed(int(os.environ.get("PL_GLOBAL_SEED", 0)), trainer.current_epoch))
+        # each DDP process its own stream (augmentation, dropout), the same one again after a restart
+        seed = epoch_seed(int(os.environ.get("PL_GLOBAL_SEED", 0)), trainer.current_epoch)
+        seed_all((seed + 104_729 * trainer.global_rank) % (2**32))
         # Lightning creates the training iterator (which draws its base seed) before this hook on the first epoch and
         # on the first epoch after a restore, after it otherwise: create it again now so that it always follows the
         # reseeding (the iterator is lazy: nothing was read from the old one).
