@@ -1,7 +1,7 @@
 """`CalibratedClassifier`: a plain LightningModule for image classification evaluated for calibration.
 
 Paper packages pass a `loss` module (called as `loss(logits, targets)`; its detached `components` dict, if any,
-is logged) or subclass it and override `training_loss(batch)` (a mixup scheme...). It
+is logged) or subclass it and override `training_loss(batch, batch_idx)` (a mixup scheme...). It
 - builds the backbone with `build_model` (`self.model`, with `forward_feature_map` / `forward_head`),
 - trains with SGD + MultiStepLR (the official recipe; gradient clipping is the Trainer's `gradient_clip_val`),
 - logs val/acc, val/nll, val/ece every epoch from logits gathered over DDP ranks,
@@ -88,14 +88,17 @@ class CalibratedClassifier(pl.LightningModule):
     def forward(self, x: Tensor) -> Tensor:
         return self.model(x)
 
-    def training_loss(self, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
-        """The loss to minimise and extra values to log (the loss module's `components`, if it keeps any)."""
+    def training_loss(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> tuple[Tensor, dict[str, Tensor]]:
+        """The loss to minimise and extra values to log (the loss module's `components`, if it keeps any).
+
+        `batch_idx` is the step's index in the epoch (for subclasses whose loss draws seeded randomness per step).
+        """
         x, y = batch
         loss = self.loss(self(x), y)
         return loss, dict(getattr(self.loss, "components", {}))
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        loss, parts = self.training_loss(batch)
+        loss, parts = self.training_loss(batch, batch_idx)
         self.log("train/loss", loss, on_step=False, on_epoch=True, sync_dist=True, batch_size=len(batch[1]))
         for name, value in parts.items():
             self.log(f"train/{name}", value, on_step=False, on_epoch=True, sync_dist=True, batch_size=len(batch[1]))
