@@ -1,5 +1,6 @@
 """RankMixupClassifier: every loss trains a step, seeded mixup draws, argument checks."""
 
+import lightning.pytorch as pl
 import pytest
 import torch
 
@@ -60,3 +61,21 @@ def test_bad_arguments_raise():
         RankMixupClassifier(layer_mix=3, **BASE)
     with pytest.raises(ValueError, match="unknown loss"):
         RankMixupClassifier(loss="focal", **BASE)
+
+
+def save_checkpoint(model, path):
+    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.strategy.connect(model)
+    trainer.save_checkpoint(path)
+    return path
+
+
+@pytest.mark.parametrize("loss,kind", [("mrl", MRLLoss), ("mndcg", MNDCGLoss), ("mixup", MixupLoss), ("ce", type(None))])
+def test_checkpoint_rebuilds_the_loss_it_was_trained_with(loss, kind, tmp_path):
+    torch.manual_seed(0)
+    model = RankMixupClassifier(loss=loss, num_mixup=3 if loss == "mndcg" else 1, margin=1.5, alpha=0.3, **BASE)
+    path = save_checkpoint(model, tmp_path / f"{loss}.ckpt")
+    loaded = RankMixupClassifier.load_from_checkpoint(path, weights_only=True)
+    assert isinstance(loaded.criterion, kind) and loaded.hparams.loss == loss
+    assert dict(loaded.hparams) == dict(model.hparams)
+    assert loaded.training_loss(batch(), 5)[0].item() == model.training_loss(batch(), 5)[0].item()

@@ -12,7 +12,12 @@ is logged) or subclass it and override `training_loss(batch, batch_idx)` (a mixu
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import json
+import sys
+import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +42,36 @@ def format_report(before: dict[str, float], after: dict[str, float], temperature
         cells = [f"{values[n]:8.4f}" if n in ("nll", "brier") else f"{100 * values[n]:8.2f}" for n in names]
         lines.append(f"{label:<12}" + " ".join(cells))
     return "\n".join(lines)
+
+
+def loss_spec(loss: torch.nn.Module) -> dict[str, Any] | None:
+    """{"class_path", "init_args"} that rebuild `loss`, read from its attributes named like its `__init__` arguments.
+
+    None when an argument is not kept as an attribute of the same name (the loss cannot be rebuilt from itself).
+    """
+    cls = type(loss)
+    init_args = {}
+    for name, param in inspect.signature(cls.__init__).parameters.items():
+        if name == "self" or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        if name not in vars(loss):
+            return None
+        value = vars(loss)[name]
+        if not isinstance(value, (bool, int, float, str, type(None), list, tuple)):
+            return None
+        init_args[name] = value
+    return {"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": init_args}
+
+
+def loss_from_spec(spec: Mapping[str, Any]) -> torch.nn.Module:
+    """The loss module a `loss_spec` describes; its class must be an nn.Module of an already imported module."""
+    module_name, _, name = str(spec["class_path"]).rpartition(".")
+    if module_name not in sys.modules:  # a checkpoint never makes us import new code
+        raise ValueError(f"loss class {spec['class_path']!r}: import {module_name!r} before loading the checkpoint")
+    cls = getattr(importlib.import_module(module_name), name, None)
+    if not (isinstance(cls, type) and issubclass(cls, torch.nn.Module)):
+        raise ValueError(f"loss class {spec['class_path']!r} is not a torch.nn.Module")
+    return cls(**dict(spec.get("init_args") or {}))
 
 
 class CalibratedClassifier(pl.LightningModule):
@@ -65,7 +100,8 @@ class CalibratedClassifier(pl.LightningModule):
             backbone: small_cnn | resnet50 | resnet101 | resnet{50,101}_cifar | resnet{50,101}_tiny.
             in_channels: input channels (1 for digits).
             pretrained: a weights file for the backbone (nothing is downloaded).
-            loss: training loss called as loss(logits, targets) (default: cross-entropy).
+            loss: training loss called as loss(logits, targets) (default: cross-entropy); a {"class_path",
+                "init_args"} mapping (as checkpoints store it) is built first.
             lr: SGD learning rate.
             momentum: SGD momentum.
             weight_decay: SGD weight decay.
@@ -78,12 +114,32 @@ class CalibratedClassifier(pl.LightningModule):
             cpu_threads: torch CPU threads (None keeps torch's default; 1 is fastest for tiny models on a busy CPU).
         """
         super().__init__()
-        self.save_hyperparameters(ignore=["loss"])
+        if isinstance(loss, Mapping):
+            loss = loss_from_spec(loss)
+        self._save_hyperparameters_with_loss()
         self.loss = loss if loss is not None else torch.nn.CrossEntropyLoss()
         self.model = build_model(backbone, num_classes, pretrained=pretrained, in_channels=in_channels)
         self.val_logits = LogitCollector()
         self.test_logits = torch.nn.ModuleList([LogitCollector(), LogitCollector()])
         self.test_results: dict[str, Any] = {}
+
+    def _save_hyperparameters_with_loss(self) -> None:
+        """Save every `__init__` argument (this class's and a subclass's) so that a checkpoint rebuilds the model.
+
+        A subclass's `loss` (a name such as "mndcg", or LightningCLI's class_path/init_args) is kept as given; a loss
+        module is stored as its `loss_spec`, so `load_from_checkpoint` rebuilds the loss the model was trained with.
+        """
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*is an instance of `nn.Module`")
+            self.save_hyperparameters(frame=inspect.currentframe().f_back)
+        given = self.hparams.get("loss")
+        if isinstance(given, torch.nn.Module):
+            spec = loss_spec(given)
+            if spec is None:
+                warnings.warn(f"{type(given).__name__} does not keep its arguments as attributes: a checkpoint of this "
+                              "model cannot rebuild it (pass loss= to load_from_checkpoint)", stacklevel=3)
+            self.hparams["loss"] = spec
+            self._hparams_initial["loss"] = spec
 
     def forward(self, x: Tensor) -> Tensor:
         return self.model(x)
