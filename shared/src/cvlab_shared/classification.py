@@ -7,7 +7,8 @@ is logged) or subclass it and override `training_loss(batch, batch_idx)` (a mixu
 - logs val/acc, val/nll, val/ece every epoch from logits gathered over DDP ranks,
 - on test, with the datamodule's [validation, test] loaders: fits a temperature on the validation logits,
   prints ACC / ECE / AECE / CECE / NLL before and after temperature scaling, logs them as test/* and test_ts/*,
-  writes `reliability.png` and `calibration.json` into the run folder and keeps them in `self.test_results`.
+  writes `reliability.png` and `calibration.json` into the run folder (the logger's; with no logger a new
+  `runs/<package>/version_N`, never the current directory) and keeps them in `self.test_results`.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from cvlab_shared.metrics.calibration_metric import LogitCollector
 from cvlab_shared.metrics.reliability import reliability_diagram
 from cvlab_shared.metrics.temperature import fit_temperature
 from cvlab_shared.models.classification import build_model
+from cvlab_shared.runs import output_folder
 
 REPORTED = ("acc", "ece", "aece", "cece", "nll")
 
@@ -207,7 +209,7 @@ class CalibratedClassifier(pl.LightningModule):
             "test_ts": {k: float(v) for k, v in after.items()},
             "num_test_samples": int(test_targets.numel()),
         }
-        folder = Path(self.trainer.log_dir or ".")  # a collective under DDP: every rank must ask
+        folder = output_folder(self.trainer, type(self).__module__.split(".")[0])  # a collective under DDP
         if self.trainer.is_global_zero:
             self._write_outputs(folder, test_logits, test_targets, temperature)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
@@ -11,6 +10,7 @@ from torch import nn
 
 from cvlab_shared.metrics.segmentation import SegmentationMetrics
 from cvlab_shared.models.deeplab import DeepLabV3
+from cvlab_shared.runs import output_folder
 from cvlab_shared.visualize.segmentation import save_segmentation_grid
 from dkd.incremental import freeze_bn_and_dropout, init_novel_classifier, parameter_groups, predict
 from dkd.losses import DKDLoss, TeacherOutputs
@@ -182,10 +182,10 @@ class DKDModule(pl.LightningModule):
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         pred = self._evaluate(batch, self.test_metric)
         if batch_idx == 0:
-            log_dir = self.trainer.log_dir  # a broadcast: every process must ask
-            if self.trainer.is_global_zero and log_dir:
+            folder = output_folder(self.trainer, "dkd")  # a broadcast: every process must ask
+            if self.trainer.is_global_zero:
                 title = f"step {self.step_index}: image | truth | DKD"
-                save_segmentation_grid(Path(log_dir) / "predictions.png", batch[0], batch[1], pred, title=title)
+                save_segmentation_grid(folder / "predictions.png", batch[0], batch[1], pred, title=title)
 
     def _log_metric(self, metric: SegmentationMetrics, stage: str) -> dict[str, Any]:
         """old (class 0 + base classes), new (classes of steps 1..t), all mIoU and hIoU in %; at step 0 all = old."""
