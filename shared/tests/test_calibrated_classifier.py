@@ -45,3 +45,33 @@ def test_num_classes_mismatch_is_reported():
     with pytest.raises(ValueError, match="num_classes=7 but the data has 10"):
         trainer.fit(model, datamodule=ClassificationDataModule("digits"))
     assert torch.get_num_threads() >= 1
+
+
+def test_training_loss_receives_the_batch_index():
+    seen: list[int] = []
+
+    class Recording(CalibratedClassifier):
+        def training_loss(self, batch, batch_idx):
+            seen.append(batch_idx)
+            return super().training_loss(batch, batch_idx)
+
+    trainer = pl.Trainer(max_epochs=1, limit_train_batches=3, limit_val_batches=0, accelerator="cpu", logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(Recording(num_classes=10, in_channels=1, cpu_threads=1), datamodule=ClassificationDataModule("digits"))
+    assert seen == [0, 1, 2]
+
+
+def test_a_run_without_logger_writes_into_a_run_folder_not_the_current_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    trainer = pl.Trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=0, limit_test_batches=2,
+                         accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False)
+    model, data = CalibratedClassifier(num_classes=10, in_channels=1, cpu_threads=1), ClassificationDataModule("digits")
+    trainer.fit(model, datamodule=data)
+    for _ in range(2):
+        trainer.test(model, datamodule=data, verbose=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]
+    folders = sorted((tmp_path / "runs" / "cvlab_shared").iterdir())
+    assert [f.name for f in folders] == ["version_0", "version_1"]
+    for folder in folders:
+        assert (folder / "calibration.json").is_file() and (folder / "reliability.png").is_file()

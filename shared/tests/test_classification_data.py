@@ -1,5 +1,7 @@
 """Classification readers end to end on synthetic folders in the real layouts; digits; layout errors."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -96,3 +98,20 @@ def test_shard_samplers_cover_the_single_process_batches():
         assert sorted(single[4 * k : 4 * k + 4]) == sorted(ranks[0][2 * k : 2 * k + 2] + ranks[1][2 * k : 2 * k + 2])
     shards = [list(UnpaddedShardSampler(list(range(7)), 2, r)) for r in (0, 1)]
     assert sorted(shards[0] + shards[1]) == list(range(7)) and len(UnpaddedShardSampler(range(7), 2, 1)) == 3
+
+
+
+def test_batch_size_is_per_process_and_two_ranks_of_b_equal_one_process_of_2b():
+    def loader(batch_size: int, world: int, rank: int):
+        dm = ClassificationDataModule("digits", batch_size=batch_size, val_fraction=0.2)
+        dm.trainer = SimpleNamespace(world_size=world, global_rank=rank)
+        return dm.train_dataloader()
+
+    ranks = [loader(8, 2, r) for r in (0, 1)]
+    assert [r.batch_size for r in ranks] == [8, 8]
+    single = list(loader(16, 1, 0))
+    assert len(single) == len(ranks[0]) == len(ranks[1])
+    for (x, y), a, b in zip(single, *ranks):
+        assert len(a[1]) == len(b[1]) == len(y) // 2
+        rows = lambda images, labels: sorted(zip(labels.tolist(), images.flatten(1).tolist()))  # noqa: E731
+        assert rows(torch.cat([a[0], b[0]]), torch.cat([a[1], b[1]])) == rows(x, y)

@@ -72,3 +72,14 @@ def test_backbone_bn_momentum_and_bad_arguments():
         DeepLabV3([2], output_stride=4)
     with pytest.raises(ValueError, match="positive"):
         IncrementalClassifier(8, [])
+
+
+def test_aspp_and_last_conv_start_kaiming_normal_as_the_official_model():
+    torch.manual_seed(0)
+    model = DeepLabV3([1, 3], backbone="resnet18", feature_channels=128)
+    convs = [m for part in (model.aspp, model.last_conv) for m in part.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 7  # ASPP: 1x1, three atrous 3x3, image pooling 1x1, projection; then the last 3x3 conv
+    for conv in convs:
+        fan_in = conv.weight[0].numel()
+        assert conv.weight.std().item() == pytest.approx((2 / fan_in) ** 0.5, rel=0.1)  # default init: 0.41x that
+        assert abs(conv.weight.mean().item()) < 0.1 * (2 / fan_in) ** 0.5

@@ -1,8 +1,9 @@
 """`acls train` end to end in subprocesses: one process vs DDP on two CPU processes (gloo), and resume.
 
 All three runs use the same short recipe on noisy digits; the small CNN has no batch norm and digits no
-augmentation, so two DDP ranks reading half batches each must follow the single-process run, and a run resumed
-from last.ckpt must end exactly where the uninterrupted run ends.
+augmentation, so two DDP ranks with batch_size 32 each (batch_size is per process) must follow the
+single-process run with batch_size 64, and a run resumed from last.ckpt must end exactly where the uninterrupted
+run ends.
 """
 
 import json
@@ -51,7 +52,7 @@ def test_single_process_prints_metrics_and_writes_diagram(single):
 
 @pytest.mark.slow
 def test_ddp_two_cpu_processes_match_one_process(single, tmp_path):
-    ddp = _acls(tmp_path, "--trainer.strategy=ddp", "--trainer.devices=2")
+    ddp = _acls(tmp_path, "--trainer.strategy=ddp", "--trainer.devices=2", "--data.batch_size=32")  # 2 x 32 = 64
     assert ddp["num_test_samples"] == 719  # every test sample counted once across the two ranks
     for split in ("test", "test_ts"):
         for name in ("acc", "ece", "aece", "cece", "nll"):

@@ -29,6 +29,8 @@ def test_config_parses(name, capsys):
     assert config["model"]["num_classes"] == classes
     assert config["model"]["loss"]["class_path"] == "acls.ACLSLoss"
     assert config["model"]["loss"]["init_args"]["num_classes"] == classes
+    # paper configs: the official post-hoc temperature (grid 0.1..10.0, lowest validation ECE), as rankmixup's
+    assert config["model"]["temperature_method"] == ("nll" if name == "default" else "ece_grid")
     if dataset == "tiny_imagenet":  # the official schedule (calibration.md section 4)
         assert config["model"]["milestones"] == [40, 60] and config["trainer"]["max_epochs"] == 100
         assert config["data"]["batch_size"] == 64 and config["trainer"]["gradient_clip_val"] == 2.0

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from acls import ACLSLoss, AdaptiveFocalLoss, FocalLoss, LabelSmoothingLoss, MbLSLoss
-from acls.losses import CrossEntropyLoss, adaptive_gamma, build_loss
+from acls.losses import CrossEntropyLoss, acls_regulariser, adaptive_gamma, build_loss, label_smoothing_loss
 from cvlab_shared.reference import load_golden
 
 TOL = 1e-5
@@ -91,3 +91,20 @@ def test_losses_accept_per_pixel_inputs_and_names():
         assert loss_fn(logits, targets).item() == pytest.approx(loss_fn(rows, targets.reshape(-1)).item(), abs=1e-6)
     with pytest.raises(ValueError, match="unknown loss"):
         build_loss("mixup", 4)
+
+
+def test_label_smoothing_has_one_default_in_the_function_and_the_class():
+    logits, targets = torch.randn(6, 4, generator=torch.Generator().manual_seed(0)), torch.arange(6) % 4
+    assert LabelSmoothingLoss().alpha == 0.05
+    assert LabelSmoothingLoss()(logits, targets).item() == label_smoothing_loss(logits, targets)["loss"].item()
+
+
+def test_ties_are_handled_as_the_docstring_says():
+    logits = torch.tensor([[5.0, 5.0, 0.0, -4.0]], requires_grad=True)  # two tied winners
+    margin = 1.0
+    pos = acls_regulariser(logits, 1.0, 0.0, margin)
+    neg = acls_regulariser(logits, 0.0, 1.0, margin)
+    assert pos.item() == pytest.approx((5 - margin) ** 2)  # the maximum counted once, not once per tied logit
+    assert neg.item() == pytest.approx(((5 - 0 - margin) ** 2 + (5 + 4 - margin) ** 2) / 3)  # ties left out, K-1 = 3
+    (grad,) = torch.autograd.grad(pos, logits)
+    assert grad[0, :2].sum().item() == pytest.approx(2 * (5 - margin)) and (grad[0, :2] != 0).sum() == 1

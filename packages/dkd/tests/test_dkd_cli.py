@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from dkd.cli import main
+from dkd.module import DKDModule, pretrained_file
 
 TINY = [
     "--trainer.max_epochs=1",
@@ -91,3 +92,19 @@ def test_help_lists_driver_and_lightning_arguments(capsys):
         main(["train", "--help"])
     out = capsys.readouterr().out
     assert "--task" in out and "--run_dir" in out and "--model.kd" in out and "--data.memory_size" in out
+
+
+@pytest.mark.parametrize("name", ["dkd_resnet101_voc", "dkd_resnet101_ade", "dkdm_resnet101_voc", "dkdm_resnet101_ade"])
+def test_paper_config_refuses_to_start_without_a_choice_of_weights(name, cache, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main(["train", "--config", name, "--run_dir", str(cache / "run")])
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: ") and "--model.pretrained FILE" in err[-1] and "--model.pretrained none" in err[-1]
+    assert not (cache / "run" / "step_0" / "last.ckpt").exists()
+
+
+def test_pretrained_none_trains_from_scratch_and_a_file_is_kept(tmp_path):
+    assert pretrained_file("none") is None and pretrained_file("None") is None and pretrained_file(None) is None
+    assert pretrained_file("weights.pth") == "weights.pth"
+    assert DKDModule(pretrained="none").hparams.pretrained == "none"  # an explicit choice: no error

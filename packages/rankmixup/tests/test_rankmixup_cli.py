@@ -10,6 +10,8 @@ import pytest
 import yaml
 
 from rankmixup.cli import main
+from rankmixup.losses import MNDCGLoss
+from rankmixup.module import RankMixupClassifier
 
 SHORT = ["--trainer.max_epochs=2", "--trainer.limit_train_batches=4", "--trainer.limit_val_batches=2"]
 
@@ -32,6 +34,14 @@ def test_train_prints_report_and_writes_run_folder_reproducibly(tmp_path, monkey
     assert a["test"] == b["test"] and a["num_test_samples"] == 719
     main(["test", "--ckpt_path", str(first / "checkpoints" / "last.ckpt")])
     assert "test T=" in capsys.readouterr().out
+
+
+def test_checkpoint_of_a_cli_run_reloads_with_its_loss(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    main(["train", *SHORT, "--trainer.limit_test_batches=1", "--model.loss=mndcg", "--model.num_mixup=3"])
+    (run,) = run_dirs(tmp_path)
+    loaded = RankMixupClassifier.load_from_checkpoint(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert isinstance(loaded.criterion, MNDCGLoss) and loaded.hparams.num_mixup == 3
 
 
 @pytest.mark.parametrize("name", ["mrl_resnet50_cifar10", "mndcg_resnet50_cifar10", "mrl_resnet50_tinyimagenet",

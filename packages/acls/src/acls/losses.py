@@ -12,6 +12,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
+LS_ALPHA = 0.05  # label-smoothing weight of the official ACLS and MbLS configs (calibration.md section 2.2)
+
+
 def _as_rows(logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
     """(N, K, ...) logits and (N, ...) targets -> (N*..., K) and (N*...,)."""
     if logits.ndim > 2:
@@ -25,7 +28,9 @@ def acls_regulariser(logits: Tensor, pos_lambda: float, neg_lambda: float, margi
 
     R_pos = mean_i [z_max,i - M]_+^2 (pushes the winning logit down once it exceeds M);
     R_neg = 1/(N(K-1)) sum_i sum_{k not max} [sg(z_max,i) - z_ik - M]_+^2 (pulls up logits trailing by more than M).
-    Every logit equal to the maximum counts as a winner.
+    Ties: every logit equal to the row maximum is left out of R_neg (the official mask), the normaliser staying
+    N(K-1); R_pos counts the maximum once per row, and its gradient goes to one of the tied logits (the index
+    `max` returns).
     """
     n, k = logits.shape
     z_max = logits.max(dim=1, keepdim=True).values
@@ -51,7 +56,7 @@ def acls_loss(
     return {"loss": ce + alpha * reg, "ce": ce, "reg": reg}
 
 
-def label_smoothing_loss(logits: Tensor, targets: Tensor, alpha: float = 0.1) -> dict[str, Tensor]:
+def label_smoothing_loss(logits: Tensor, targets: Tensor, alpha: float = LS_ALPHA) -> dict[str, Tensor]:
     """LS (Szegedy et al. 2016): mean of (1 - alpha) NLL + alpha mean_k(-log p_k); returns {"loss", "ce"}."""
     logits, targets = _as_rows(logits, targets)
     log_probs = F.log_softmax(logits, dim=1)
@@ -133,7 +138,7 @@ class CrossEntropyLoss(_LoggedLoss):
 
 
 class LabelSmoothingLoss(_LoggedLoss):
-    def __init__(self, alpha: float = 0.05) -> None:
+    def __init__(self, alpha: float = LS_ALPHA) -> None:
         """Label smoothing with weight `alpha` (0.05 in the official ACLS/MbLS configs)."""
         super().__init__()
         self.alpha = alpha

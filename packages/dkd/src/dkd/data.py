@@ -13,9 +13,11 @@ import lightning.pytorch as pl
 from torch.utils.data import DataLoader, Dataset
 
 from cvlab_shared.data.incremental import IncrementalTask, LabelIndex, class_balanced_memory, incremental_datasets, select_train
+from cvlab_shared.data.samplers import UnpaddedShardSampler
 from cvlab_shared.data.seg_transforms import eval_transform, train_transform
 from cvlab_shared.data.segmentation import SegSample, ade_samples, voc_samples
 from cvlab_shared.data.synthetic_seg import write_synthetic_ade, write_synthetic_voc
+from cvlab_shared.distributed import rank_and_world
 
 DATASETS = ("voc", "ade")
 SYNTHETIC_ADE_CLASSES = 30
@@ -153,11 +155,15 @@ class DKDDataModule(pl.LightningDataModule):
         )
 
     def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
+        """Training: shuffled (Lightning shards it under DDP). Evaluation: the core's unpadded shard sampler, so under
+        DDP every test image is counted exactly once (torch's DistributedSampler would repeat images to even out)."""
         h = self.hparams
+        rank, world = rank_and_world()
         return DataLoader(
             dataset,
             batch_size=h.batch_size if train else (h.eval_batch_size or h.batch_size),
             shuffle=train,
+            sampler=None if train else UnpaddedShardSampler(dataset, num_replicas=world, rank=rank),
             drop_last=train,
             num_workers=h.num_workers,
             persistent_workers=h.num_workers > 0,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import sys
 from typing import Any
 
 import lightning.pytorch as pl
@@ -11,9 +11,28 @@ from torch import nn
 
 from cvlab_shared.metrics.segmentation import SegmentationMetrics
 from cvlab_shared.models.deeplab import DeepLabV3
+from cvlab_shared.runs import output_folder
 from cvlab_shared.visualize.segmentation import save_segmentation_grid
 from dkd.incremental import freeze_bn_and_dropout, init_novel_classifier, parameter_groups, predict
 from dkd.losses import DKDLoss, TeacherOutputs
+
+
+PRETRAINED_REQUIRED = "required"  # the paper configs' value: the user must name a weights file or say "none"
+
+
+def pretrained_file(pretrained: str | None) -> str | None:
+    """The weights file to load at step 0: None for no value or an explicit "none" (train from scratch).
+
+    The paper configs ship `pretrained: required`, so forgetting `--model.pretrained` cannot silently train
+    ResNet-101 from scratch: the run stops with one `error:` line (exit status 2) before anything is built.
+    """
+    if pretrained == PRETRAINED_REQUIRED:
+        print("error: this paper config starts step 0 from ImageNet weights: pass --model.pretrained FILE (torchvision "
+              "resnet101-63fe2227.pth), or --model.pretrained none to train from scratch", file=sys.stderr, flush=True)
+        raise SystemExit(2)
+    if pretrained is None or pretrained.lower() == "none":
+        return None
+    return pretrained
 
 
 def classes_per_step(task, step: int) -> list[int]:
@@ -64,7 +83,8 @@ class DKDModule(pl.LightningModule):
             backbone: resnet101 (paper) or resnet18 (small, for CPU runs).
             output_stride: 16 as in the paper.
             feature_channels: width of ASPP and of the penultimate feature (paper 256).
-            pretrained: ImageNet weights file for the backbone (torchvision names), used at step 0.
+            pretrained: ImageNet weights file for the backbone (torchvision names), used at step 0; None or "none"
+                trains from scratch; "required" (the paper configs) stops with an error asking for one of the two.
             backbone_bn_momentum: BN momentum in the backbone (official 0.01).
             lr: backbone learning rate at step 0 (VOC 1e-3, ADE 2.5e-3); heads get 10x.
             incremental_lr: the same for steps >= 1 (VOC 1e-4, ADE 2.5e-4).
@@ -83,6 +103,7 @@ class DKDModule(pl.LightningModule):
             previous_checkpoint: the step t-1 checkpoint (required at steps >= 1 when training).
         """
         super().__init__()
+        pretrained_file(pretrained)  # refuse to start on a paper config without a choice of weights
         self.save_hyperparameters()
         self.net: DeepLabV3 | None = None
         self._teacher: list[DeepLabV3] = []  # a list keeps the teacher out of state_dict and of DDP
@@ -111,7 +132,8 @@ class DKDModule(pl.LightningModule):
         self.task, self.step_index = datamodule.task, datamodule.step
         self.num_old = len(self.task.old_classes(self.step_index))
         h = self.hparams
-        self.net = self._build(classes_per_step(self.task, self.step_index), h.pretrained if self.step_index == 0 else None)
+        weights = pretrained_file(h.pretrained) if self.step_index == 0 else None
+        self.net = self._build(classes_per_step(self.task, self.step_index), weights)
         old, new = self.task.metric_groups(self.step_index)
         num_classes = self.task.num_outputs(self.step_index)
         self.val_metric = SegmentationMetrics(num_classes, old, new or None)
@@ -182,10 +204,10 @@ class DKDModule(pl.LightningModule):
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         pred = self._evaluate(batch, self.test_metric)
         if batch_idx == 0:
-            log_dir = self.trainer.log_dir  # a broadcast: every process must ask
-            if self.trainer.is_global_zero and log_dir:
+            folder = output_folder(self.trainer, "dkd")  # a broadcast: every process must ask
+            if self.trainer.is_global_zero:
                 title = f"step {self.step_index}: image | truth | DKD"
-                save_segmentation_grid(Path(log_dir) / "predictions.png", batch[0], batch[1], pred, title=title)
+                save_segmentation_grid(folder / "predictions.png", batch[0], batch[1], pred, title=title)
 
     def _log_metric(self, metric: SegmentationMetrics, stage: str) -> dict[str, Any]:
         """old (class 0 + base classes), new (classes of steps 1..t), all mIoU and hIoU in %; at step 0 all = old."""

@@ -73,7 +73,6 @@ class RankMixupClassifier(CalibratedClassifier):
         self.criterion = build_loss(loss, self.hparams.num_classes, margin, alpha, mrl_reduction, raw_weight)
         if isinstance(self.criterion, MRLLoss) and mrl_reduction == "official" and num_mixup != 1:
             raise ValueError("mrl_reduction='official' needs num_mixup=1 (the official MRL fails with more copies)")
-        self._batch_idx = 0
 
     def mixup_generator(self, batch_idx: int) -> torch.Generator:
         """The generator of this step's mixup draw, seeded by (mixup_seed, rank, epoch, batch index)."""
@@ -81,16 +80,13 @@ class RankMixupClassifier(CalibratedClassifier):
         seed = int(np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0] >> 1)
         return torch.Generator().manual_seed(seed)
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        self._batch_idx = batch_idx
-        return super().training_step(batch, batch_idx)
-
-    def training_loss(self, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+    def training_loss(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> tuple[Tensor, dict[str, Tensor]]:
+        """CE on the raw batch + alpha * the ranking term on this step's mixes (drawn from `mixup_generator`)."""
         x, y = batch
         if self.criterion is None:
             return F.cross_entropy(self(x), y), {}
         hp = self.hparams
         logits, mixed_logits, mixed = mixup_forward(self.model, x, y, hp.num_classes, hp.num_mixup, hp.mixup_alpha,
-                                                    hp.layer_mix, self.mixup_generator(self._batch_idx))
+                                                    hp.layer_mix, self.mixup_generator(batch_idx))
         out = self.criterion(logits, mixed_logits, y, mixed.soft_targets)
         return out.loss, {"loss_ce": out.loss_ce, "loss_mixup": out.loss_mixup}

@@ -4,7 +4,9 @@ Splits follow the official calibration code (calibration.md section 4): validati
 `val_fraction` of the training set (10% = 50 images per class on Tiny-ImageNet, 5,000 on CIFAR); the test split is
 the official test (CIFAR) or val (Tiny-ImageNet) split. `test_dataloader()` returns [validation, test]: the
 classifier fits its post-hoc temperature on the first and reports on the second.
-`batch_size` is the global batch: under DDP each of W processes reads batch_size / W.
+`batch_size` is per process, as Lightning users expect: under DDP with W processes the global batch is
+W * batch_size, and W processes with batch_size B train exactly as one process with batch_size W * B (the shard
+sampler gives rank r every W-th index of the same seeded permutation).
 """
 
 from __future__ import annotations
@@ -98,7 +100,7 @@ class ClassificationDataModule(pl.LightningDataModule):
         Args:
             dataset: digits | cifar10 | cifar100 | tiny_imagenet | imagefolder.
             data_root: folder holding the dataset (not needed for digits, which ship with scikit-learn).
-            batch_size: global batch size (divided over DDP processes).
+            batch_size: batch size per process (the global batch under DDP is world size x batch_size).
             num_workers: DataLoader worker processes.
             val_fraction: share of each training class held out for validation (and temperature fitting).
             split_seed: seed of the validation hold-out (and of the digits train/test split).
@@ -175,11 +177,6 @@ class ClassificationDataModule(pl.LightningDataModule):
         trainer = getattr(self, "trainer", None)
         return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
 
-    def _per_rank_batch(self, world: int) -> int:
-        if self.batch_size % world:
-            raise ValueError(f"batch_size {self.batch_size} is not divisible by the {world} DDP processes")
-        return self.batch_size // world
-
     def train_dataloader(self) -> DataLoader:
         self.setup()
         world, rank = self._world()
@@ -187,7 +184,7 @@ class ClassificationDataModule(pl.LightningDataModule):
         sampler = ShuffledShardSampler(data, num_replicas=world, rank=rank, seed=self.shuffle_seed)
         return DataLoader(
             data,
-            batch_size=self._per_rank_batch(world),
+            batch_size=self.batch_size,
             sampler=sampler,
             num_workers=self.num_workers,
             drop_last=self.drop_last,
@@ -200,7 +197,7 @@ class ClassificationDataModule(pl.LightningDataModule):
         data = self.splits[split]
         return DataLoader(
             data,
-            batch_size=self._per_rank_batch(world),
+            batch_size=self.batch_size,
             sampler=UnpaddedShardSampler(data, num_replicas=world, rank=rank),
             num_workers=self.num_workers,
         )
