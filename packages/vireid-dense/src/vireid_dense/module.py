@@ -74,7 +74,9 @@ class LbAModule(pl.LightningModule):
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
         if dt_semantics not in SEMANTICS:
             raise ValueError(f"dt_semantics must be one of {SEMANTICS}, got {dt_semantics!r}")
-        self.save_hyperparameters()
+        # plot_path is not a hyper-parameter: a checkpoint's saved value must not override `test --plot`.
+        self.save_hyperparameters(ignore=["plot_path"])
+        self.plot_path = plot_path
         self.net: TwoStreamNet | None = None
         self.align3: CMAlign | None = None
         self.align4: CMAlign | None = None
@@ -183,10 +185,10 @@ class LbAModule(pl.LightningModule):
             self.log(f"{stage}/{name}", value, rank_zero_only=False, sync_dist=False)
         if stage == "test" and self.trainer.is_global_zero:
             print(results_table(self.results, dm.hparams.dataset, self.hparams.method), flush=True)
-            if self.hparams.plot_path:
+            if self.plot_path:
                 from vireid_dense.plot import save_correspondence_plot
 
-                path = save_correspondence_plot(self, dm, Path(self.hparams.plot_path))
+                path = save_correspondence_plot(self, dm, Path(self.plot_path))
                 print(f"dense correspondences and person masks saved to {path}", flush=True)
 
     def on_validation_epoch_end(self) -> None:
