@@ -58,17 +58,27 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--out", type=Path, default=None, help="JSON file of every run's metrics")
+    parser.add_argument("--load", type=Path, nargs="+", default=None,
+                        help="print the table of earlier --out files (merged) instead of training")
     args = parser.parse_args()
     results: dict[str, dict[int, dict[str, float]]] = {v: {} for v in args.variants}
     start = time.time()
-    with tempfile.TemporaryDirectory() as tmp:
-        for seed in args.seeds:  # interleaved by seed, so a slower machine later in the run hits every variant
-            for variant in args.variants:
-                results[variant][seed] = run(variant, seed, Path(tmp))
-                print(f"seed {seed} {variant:16s} " + " ".join(f"{m}={results[variant][seed][m]:.4f}" for m in METRICS),
-                      file=sys.stderr, flush=True)
-    if args.out:
-        args.out.write_text(json.dumps(results, indent=1))
+    if args.load:
+        for path in args.load:
+            for variant, runs in json.loads(path.read_text()).items():
+                results.setdefault(variant, {}).update({int(s): r for s, r in runs.items()})
+        args.variants = [v for v in VARIANTS if results.get(v)]
+        args.seeds = sorted(set.intersection(*(set(results[v]) for v in args.variants)))
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            for seed in args.seeds:  # interleaved by seed: a slower machine later in the run hits every variant
+                for variant in args.variants:
+                    results[variant][seed] = run(variant, seed, Path(tmp))
+                    print(f"seed {seed} {variant:16s} "
+                          + " ".join(f"{m}={results[variant][seed][m]:.4f}" for m in METRICS), file=sys.stderr,
+                          flush=True)
+                    if args.out:  # after every run, so an interrupted benchmark keeps what it measured
+                        args.out.write_text(json.dumps(results, indent=1))
     print(f"\nsynthetic SYSU-MM01, seeds {args.seeds}, {time.time() - start:.0f} s; values in %, "
           "difference to the baseline paired by seed with a 95% t interval")
     header = f"| variant | {' | '.join(METRICS)} | all mAP - baseline | all rank-1 - baseline |"

@@ -116,3 +116,14 @@ def test_paper_configs_carry_the_official_values(name, dataset, capsys):
     for text in ("backbone: resnet50", "lw_dt: 0.5", "temperature: 50.0", f"dataset: {dataset}", "max_epochs: 81",
                  "- 288", "- 20", "- 50", "weight_decay: 0.0005"):
         assert text in printed, text
+
+
+def test_regdb_splits_driver_averages_the_splits(capsys):
+    from vireid_dense.cli import regdb_splits
+
+    mean = regdb_splits([*TINY, "--trainer.max_epochs=1"], splits=(1, 2))
+    out = capsys.readouterr().out
+    assert "mean over RegDB splits [1, 2]" in out and set(mean) >= {"v2t_rank1", "t2v_mAP"}
+    assert 0 < mean["v2t_mAP"] <= 1
+    with pytest.raises(Exception, match="sets --data.trial itself"):
+        regdb_splits(["--data.trial=3"])

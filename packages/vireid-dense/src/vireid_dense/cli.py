@@ -29,7 +29,9 @@ def _rewrite_plot(argv: list[str]) -> list[str]:
 
 
 def _run(argv: list[str]):
-    return run_cli(LbAModule, VIReidDataModule, package="vireid_dense", args=argv, monitor=None)
+    # The rewritten arguments become the command line (LightningCLI warns when handed args beside a command line).
+    sys.argv = [sys.argv[0], *argv]
+    return run_cli(LbAModule, VIReidDataModule, package="vireid_dense", args=None, monitor=None)
 
 
 def regdb_splits(argv: list[str], splits: Sequence[int] = range(1, 11)) -> dict[str, float]:
