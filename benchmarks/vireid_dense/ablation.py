@@ -79,7 +79,8 @@ def main() -> None:
                           flush=True)
                     if args.out:  # after every run, so an interrupted benchmark keeps what it measured
                         args.out.write_text(json.dumps(results, indent=1))
-    print(f"\nsynthetic SYSU-MM01, seeds {args.seeds}, {time.time() - start:.0f} s; values in %, "
+    took = "loaded from " + ", ".join(str(p) for p in args.load) if args.load else f"{time.time() - start:.0f} s"
+    print(f"\nsynthetic SYSU-MM01, seeds {args.seeds}, {took}; values in %, "
           "difference to the baseline paired by seed with a 95% t interval")
     header = f"| variant | {' | '.join(METRICS)} | all mAP - baseline | all rank-1 - baseline |"
     print(header)
