@@ -16,7 +16,7 @@ def test_ddp_two_processes(tmp_path):
     env = {**os.environ, "CVLAB_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
     script = Path(__file__).with_name("ddp_worker.py")
     subprocess.run([sys.executable, str(script), str(tmp_path)], check=True, timeout=600, env=env, cwd=tmp_path)
-    a, b = (torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1))
+    a, b = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     for key in a["state"]:
         torch.testing.assert_close(a["state"][key], b["state"][key])
     assert a["results"] == b["results"] and a["results"]["all_mAP"] > 0
