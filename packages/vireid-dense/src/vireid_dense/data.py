@@ -19,9 +19,12 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from cvlab_shared.data.cache import build_once, cache_dir
+from cvlab_shared.data.checks import check_folder
 from cvlab_shared.data.reid import ImageDataset, ReidRecord, reid_transforms
 from cvlab_shared.data.synthetic_vi_reid import write_synthetic_regdb, write_synthetic_sysu
 from cvlab_shared.data.vi_reid import (
+    REGDB_LAYOUT,
+    SYSU_LAYOUT,
     SYSU_VISIBLE_CAMERAS,
     PairedVIDataset,
     SysuMM01,
@@ -108,6 +111,17 @@ class VIReidDataModule(pl.LightningDataModule):
             write = lambda folder: write_synthetic_regdb(folder, **spec)
         key = hashlib.sha1(json.dumps([h.dataset, spec], sort_keys=True).encode()).hexdigest()[:10]
         return build_once(cache_dir("vireid_dense") / f"synthetic_{h.dataset}_{key}", write)
+
+    def check_data(self, stage: str = "fit") -> None:
+        """A given `data_root` exists and holds the dataset's layout: the real SYSU-MM01 / RegDB readers run on it
+        (read-only; the CLI calls this before any model is built, and `setup` keeps what was read). The synthetic
+        default (no `data_root`) is written later, in `prepare_data`."""
+        h = self.hparams
+        if h.data_root is None:
+            return
+        layout = SYSU_LAYOUT if h.dataset == "sysu" else REGDB_LAYOUT
+        check_folder(h.data_root, "--data.data_root", layout)
+        self.setup(stage)  # the readers name the missing file or folder and say what they expected
 
     def prepare_data(self) -> None:
         self.root()
