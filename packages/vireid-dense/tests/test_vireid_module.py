@@ -108,6 +108,21 @@ def test_bad_input_gives_one_error_line(tmp_path, capsys):
     assert exc.value.code == 2 and "1..10" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("dataset,missing", [("sysu", "SYSU-MM01/exp"), ("regdb", "RegDB/idx/train_visible_1.txt")])
+def test_check_data_runs_the_readers_and_writes_nothing(tmp_path, dataset, missing):
+    from cvlab_shared.data.vi_reid import VIDatasetError
+    from vireid_dense.data import VIReidDataModule
+
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    (junk / "readme.txt").write_text("not a dataset")
+    with pytest.raises(VIDatasetError, match="expected") as exc:
+        VIReidDataModule(dataset, data_root=str(junk)).check_data("fit")
+    assert str(junk / missing) in str(exc.value)
+    VIReidDataModule(dataset).check_data("fit")  # the synthetic default is written later, by prepare_data
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["junk"]
+
+
 @pytest.mark.parametrize("name,dataset", [("lba_resnet50_sysu", "sysu"), ("lba_resnet50_regdb", "regdb")])
 def test_paper_configs_carry_the_official_values(name, dataset, capsys):
     with pytest.raises(SystemExit):
