@@ -82,6 +82,8 @@ class LbAModule(pl.LightningModule):
         self.align4: CMAlign | None = None
         self._feats: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.results: dict[str, float] = {}
+        # the last test's metrics; the package prints its own table, so the core CLI adds no 'test:' line
+        self.test_results: dict[str, float] = {}
 
     def setup(self, stage: str) -> None:
         dm = self.trainer.datamodule
@@ -183,6 +185,8 @@ class LbAModule(pl.LightningModule):
         self.results = dm.evaluate(full)
         for name, value in self.results.items():
             self.log(f"{stage}/{name}", value, rank_zero_only=False, sync_dist=False)
+        if stage == "test":
+            self.test_results = dict(self.results)
         if stage == "test" and self.trainer.is_global_zero:
             print(results_table(self.results, dm.hparams.dataset, self.hparams.method), flush=True)
             if self.plot_path:
