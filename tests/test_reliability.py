@@ -61,12 +61,18 @@ DKD_TINY = [
     "--data.synthetic_train=40", "--data.synthetic_val=8", "--data.synthetic_size=32", "--data.crop_size=32",
     "--data.batch_size=4", "--data.memory_size=4",
 ]
+VIREID_TINY = [
+    "--trainer.max_epochs=3", "--model.width=8", "--model.warmup_epochs=1", "--model.milestones=[2]",
+    "--data.image_size=[32,16]", "--data.num_ids=4", "--data.num_pos=2", "--data.num_batches=3",
+    "--data.synthetic_ids=12", "--data.synthetic_images=2", "--data.search_trials=2",
+]
 FAST = {
     "acls": ["--trainer.max_epochs=2", "--model.milestones=[1]"],
     "rankmixup": ["--trainer.max_epochs=2", "--model.milestones=[1]"],
     "az-nas": ["--trainer.max_epochs=2"],
     "cacl": CACL_TINY,
     "dkd": DKD_TINY,
+    "vireid-dense": VIREID_TINY,
 }
 STOP_AFTER = {"cacl": 2}
 
