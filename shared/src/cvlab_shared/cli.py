@@ -206,6 +206,12 @@ class CvlabCLI(LightningCLI):
             if isinstance(value, str) and value.strip().lower() not in ("", "none", "null"):
                 if name.endswith("checkpoint"):
                     check_checkpoint(value, f"--model.{key}")
+                elif name == "pretrained" and value.strip().lower() == "required":
+                    # a paper config's sentinel: it starts from pretrained weights and never trains from scratch unasked
+                    raise InputError(
+                        f"this config starts from pretrained weights: pass --model.{key} FILE (a local weights file; "
+                        f"nothing is downloaded), or --model.{key} none to train from scratch"
+                    )
                 elif name == "pretrained" and not Path(value).expanduser().is_file():
                     raise InputError(f"--model.{key} {value} does not exist (a local weights file; nothing is downloaded)")
         self.early_datamodule = self._build_datamodule(cfg)
