@@ -4,12 +4,14 @@ Protocol of the reference search (AZ-NAS section 4.2, ZenNAS-style): the first f
 a fixed initial network; until the population is full a parent is any earlier candidate and two stages mutate;
 after that a parent is drawn from the top (population - 1) of the whole history, ranked by the log-rank
 aggregation recomputed over the history. Children over the FLOPs budget or the layer cap are discarded unscored.
-Children are generated and scored `batch` at a time.
+Children are generated and scored `batch` at a time; `iterations` counts scored children only. If no new child
+satisfies the constraints within 200 mutations the search stops with a warning (also in `extra["stopped"]`).
 """
 
 from __future__ import annotations
 
 import random
+import warnings
 
 import numpy as np
 import torch
@@ -41,19 +43,22 @@ def evolution_search(
     initial: MBV2Genome = INITIAL,
     show_progress: bool = True,
 ) -> SearchResult:
-    """Score `iterations` children in all; return the history (the best is its argmax aggregated score)."""
+    """Score `iterations` children in all (fewer only with a warning); return the history (best = argmax score)."""
     rng = random.Random(seed)
     torch.manual_seed(seed)
     genomes: list[MBV2Genome] = []
     scores: list[dict[str, float]] = []
     seen: set[MBV2Genome] = set()
-    rounds = range(0, iterations, batch)
-    for start in progress(rounds, desc="evolution (generations)") if show_progress else rounds:
+    stopped = None
+    rounds = range(0, iterations, batch)  # every round scores min(batch, left) children, or the search stops
+    for _ in progress(rounds, desc="evolution (generations)") if show_progress else rounds:
         children = []
-        for _ in range(min(batch, iterations - start)):
+        for _ in range(min(batch, iterations - len(genomes))):
             child = _child(genomes, scores, rng, initial, population, max_layers, flops_budget, seen, flops_resolution)
-            if child is not None:
-                children.append(child)
+            if child is None:
+                stopped = f"no new child within the {flops_budget:.3g} FLOPs budget and {max_layers} layers in 200 mutations"
+                break
+            children.append(child)
         for genome, flops in children:
             net = MBV2Network(genome, num_classes=num_classes)
             record = score_network(
@@ -63,8 +68,14 @@ def evolution_search(
             record["complexity"] = flops
             genomes.append(genome)
             scores.append(record)
+        if stopped is not None:
+            break
+    if stopped is not None:
+        stopped = f"evolution stopped after {len(genomes)} of {iterations} children: {stopped}"
+        warnings.warn(stopped, stacklevel=2)
     extra = {"flops_budget": flops_budget, "max_layers": max_layers, "seed": seed, "population": population,
-             "resolution": resolution, "flops_resolution": flops_resolution, "batch_size": batch_size, "numerics": numerics}
+             "resolution": resolution, "flops_resolution": flops_resolution, "batch_size": batch_size, "numerics": numerics,
+             "iterations": iterations, "stopped": stopped}
     return SearchResult("mobilenetv2", [g.to_json() for g in genomes], scores, extra)
 
 
