@@ -98,6 +98,7 @@ def main() -> None:
         "--extra", action="append", default=[], help="a `cacl train` option for every run, e.g. --extra=--data.iters=40"
     )
     opts = parser.parse_args()
+    opts.out = opts.out.resolve()  # every run works in its own sub-folder
     data = opts.out / "data"
     common = [
         f"--data.source_root={data / 'source'}",
