@@ -35,9 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Training-free architecture search with AZ-NAS. With no arguments: 20 random NB201 cells on the "
         "CPU (about a minute), printing the chosen cell.",
     )
-    parser.add_argument("--space", choices=("nb201", "mobilenetv2", *AUTOFORMER), default="nb201",
+    parser.add_argument("--space", choices=("nb201", "mobilenetv2", "mobilenetv2-stages", *AUTOFORMER), default="nb201",
                         help="autoformer-*: random ViTs inside the parameter window (Tiny 4-6 M, Small 21-23 M, "
-                        "Base 52-54 M)")
+                        "Base 52-54 M); mobilenetv2: the official space; mobilenetv2-stages: our simpler genome")
     parser.add_argument("--num-candidates", default="20",
                         help="NB201: cells to sample ('all' = 15,625); AutoFormer: ViTs to sample; MobileNetV2: "
                         "children scored by evolution")
@@ -98,7 +98,7 @@ def search_main(args: Sequence[str] | None = None) -> SearchResult:
         result = evolution_search(
             budget, opts.max_layers or layers, iterations=int(opts.num_candidates), population=opts.population,
             batch=opts.batch or 8, seed=opts.seed, batch_size=opts.batch_size, resolution=opts.resolution or 224,
-            num_classes=opts.num_classes or 1000, device=opts.device, numerics=opts.numerics,
+            num_classes=opts.num_classes or 1000, device=opts.device, numerics=opts.numerics, space=opts.space,
             show_progress=not opts.no_progress,
         )
     elapsed = time.perf_counter() - start

@@ -53,5 +53,6 @@ def random_search(
         else:
             net = NB201Network(chunk[0], num_classes=num_classes)
             scores.append(score_network(net, input_shape=shape, numerics=numerics, device=device, copy_model=False))
-    extra = {"seed": seed, "batch": batch, "num_classes": num_classes, "input_shape": list(shape), "numerics": numerics, "device": device}
+    extra = {"seed": seed, "batch": batch, "num_classes": num_classes, "input_shape": list(shape),
+             "numerics": numerics, "device": device}
     return SearchResult("nb201", archs, scores, extra)
