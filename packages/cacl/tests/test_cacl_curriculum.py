@@ -86,3 +86,10 @@ def test_camera_order_follows_the_shift_not_the_camera_size():
         biased_right += biased.order == [1, 2, 0]
     # the biased estimate (eq. 5) inflates a camera of m images by about 1/m and mostly gets this order wrong
     assert biased_right <= 1
+
+
+def test_a_camera_with_one_image_is_named_in_the_error():
+    g = torch.Generator().manual_seed(0)
+    source, target = torch.randn(20, 4, generator=g), torch.randn(5, 4, generator=g)
+    with pytest.raises(ValueError, match="target camera 7 has 1 image"):
+        camera_curriculum(source, target, torch.tensor([0, 0, 0, 0, 7]), normalize=False)

@@ -93,6 +93,8 @@ def camera_mmd(
     out: dict[int, float] = {}
     for cam in sorted(int(c) for c in torch.unique(target_cameras)):
         feats = _subsample(target[target_cameras == cam], max_samples, g)
+        if mmd_kwargs["unbiased"] and len(feats) < 2:
+            raise ValueError(f"target camera {cam} has {len(feats)} image(s): the unbiased MMD needs at least two")
         out[cam] = float(gaussian_mmd2(src, feats, **mmd_kwargs))
     return out
 
