@@ -6,7 +6,6 @@ import pytest
 import torch
 from torch import nn
 
-from az_nas.search.evolution import evolution_search
 from az_nas.spaces.mobilenetv2 import (
     BUDGETS,
     INITIAL,
@@ -103,12 +102,8 @@ def test_mutations_change_block_choices_jointly_touch_the_stem_never_the_head_an
     assert width_choices(32) == [80, 64, 48, 40, 32, 24, 16]
 
 
-def test_json_round_trip_and_evolution_respects_budget_and_cap():
+def test_json_round_trip():
     genome = mutate(INITIAL, random.Random(3), 14, 2)
     assert MBV2Genome.from_json(genome.to_json()) == genome
-    result = evolution_search(450e6, 14, iterations=4, population=3, batch=2, batch_size=2, resolution=32,
-                              show_progress=False)
-    assert len(result.candidates) == 4 and result.space == "mobilenetv2"
-    for text, scores in zip(result.candidates, result.scores):
-        child = MBV2Genome.from_json(text)
-        assert child.num_layers <= 14 and scores["complexity"] == mbv2_flops(child) <= 450e6
+    with pytest.raises(ValueError, match="mobilenetv2-stages"):
+        MBV2Genome.from_json('{"stem_channels": 8, "stages": [], "last_channels": 2048}')

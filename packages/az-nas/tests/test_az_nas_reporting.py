@@ -9,6 +9,7 @@ from az_nas.cli import main
 from az_nas.proxies.flops import count_flops
 from az_nas.search.evolution import evolution_search
 from az_nas.search.random_search import random_search
+from az_nas.spaces.mobilenetv2 import MBV2Genome, mbv2_flops
 from az_nas.spaces.nb201 import NB201Network
 
 
@@ -36,11 +37,14 @@ def test_search_scores_with_the_datasets_protocol(tmp_path, dataset, classes, si
     assert payload["extra"]["num_classes"] == classes and payload["extra"]["input_shape"] == [4, 3, size, size]
 
 
-def test_evolution_scores_exactly_the_requested_children():
+def test_evolution_scores_exactly_the_requested_children_within_budget_and_cap():
     result = evolution_search(450e6, 14, iterations=5, population=3, batch=2, batch_size=2, resolution=32,
                               show_progress=False)
-    assert len(result.candidates) == len(result.scores) == 5
+    assert len(result.candidates) == len(result.scores) == 5 and result.space == "mobilenetv2"
     assert result.extra["stopped"] is None
+    for text, scores in zip(result.candidates, result.scores):
+        child = MBV2Genome.from_json(text)
+        assert child.num_layers <= 14 and scores["complexity"] == mbv2_flops(child) <= 450e6
 
 
 def test_evolution_that_cannot_continue_says_so():
