@@ -5,9 +5,10 @@
 
 Cells: the first N of numpy RandomState(seed).permutation(15625) (benchmark index order). Every cell is scored on
 its own seed (seed * 100000 + index), so a run can be resumed (lines already in --out are kept) and split.
-Proxies are computed on the CIFAR-10 network (32x32 inputs, 10 classes) for all three datasets, unless
---in16-resolution is given (then AZ-NAS is also scored at that resolution with 120 classes for ImageNet16-120).
-Rankings (log-rank aggregation included) are computed inside the scored sample.
+Each dataset is scored as the paper does (`az_nas.benchmark.PROTOCOLS`): CIFAR-10 on the 10-class network at 32x32,
+CIFAR-100 on the 100-class network at 32x32, ImageNet16-120 on the 120-class network at 16x16, each from the same
+seed; its proxies are stored under the prefix "" / "c100_" / "in16_". `--datasets` picks which are scored.
+Rankings (log-rank aggregation included) are computed inside the scored sample, per dataset.
 """
 
 from __future__ import annotations
@@ -22,13 +23,14 @@ import numpy as np
 import torch
 
 from az_nas.aggregate import aggregate
-from az_nas.benchmark import DATASETS, load_benchmark
+from az_nas.benchmark import DATASETS, PROTOCOLS, load_benchmark
 from az_nas.proxies.baselines import ALL_PROXIES, score_proxies
 from az_nas.spaces.nb201 import NB201Network, nb201_flops
 from cvlab_shared.logging import progress
 from cvlab_shared.metrics.rank_correlation import kendall_tau, spearman_rho
 
 SINGLE = ("expressivity", "progressivity", "trainability", "complexity")
+PREFIX = {"cifar10": "", "cifar100": "c100_", "ImageNet16-120": "in16_"}
 
 
 def parse_args() -> argparse.Namespace:
@@ -39,7 +41,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch", type=int, default=1, help="cells scored together (AZ-NAS only; >1 for a GPU)")
     parser.add_argument("--proxies", default=",".join(ALL_PROXIES), help=f"comma list from {ALL_PROXIES}")
-    parser.add_argument("--in16-resolution", type=int, default=0, help="also score AZ-NAS at this size for IN16")
+    parser.add_argument("--datasets", default=",".join(DATASETS), help=f"comma list from {DATASETS}: which "
+                        "dataset protocols to score (classes, input size); the summary covers the scored ones")
     parser.add_argument("--out", default="runs/az_nas/nb201_correlation.jsonl")
     parser.add_argument("--summary-only", action="store_true", help="only summarise the cells already in --out")
     parser.add_argument("--merge", default=None, help="JSONL of other proxies for the same cells (by index)")
@@ -57,40 +60,45 @@ def read_done(path: Path) -> dict[int, dict]:
         for line in path.read_text().splitlines():
             if line.strip():
                 record = json.loads(line)
-                done[record["index"]] = record
+                done.setdefault(record["index"], {}).update(record)
     return done
 
 
-def score_one(arch: str, index: int, args: argparse.Namespace, names: list[str]) -> dict:
-    seed = args.seed * 100000 + index
-    torch.manual_seed(seed)
-    net = NB201Network(arch).to(args.device)
+def dataset_done(record: dict | None, dataset: str, names: list[str]) -> bool:
+    """Whether `record` already holds the proxies `names` scored under `dataset`'s protocol."""
+    if record is None:
+        return False
+    keys = [PREFIX[dataset] + ("expressivity" if n == "az" else n) for n in names]
+    return all(k in record for k in keys)
+
+
+def score_one(arch: str, index: int, dataset: str, args: argparse.Namespace, names: list[str]) -> dict:
+    """Proxies of one cell on `dataset`'s network and input size, keys prefixed by PREFIX[dataset]."""
+    num_classes, resolution = PROTOCOLS[dataset]
+    torch.manual_seed(args.seed * 100000 + index)
+    net = NB201Network(arch, num_classes=num_classes).to(args.device)
     start = time.perf_counter()
-    record = score_proxies(net, names, numerics="both", device=args.device)
+    record = score_proxies(net, names, input_shape=(64, 3, resolution, resolution), numerics="both", device=args.device)
     record["seconds"] = time.perf_counter() - start
-    if args.in16_resolution:
-        torch.manual_seed(seed)
-        net16 = NB201Network(arch, num_classes=120).to(args.device)
-        shape = (64, 3, args.in16_resolution, args.in16_resolution)
-        in16 = score_proxies(net16, ["az"], input_shape=shape, numerics="stable", device=args.device)
-        record.update({f"in16_{k}": v for k, v in in16.items()})
-    return record
+    return {PREFIX[dataset] + k: v for k, v in record.items()}
 
 
-def score_batched(archs: list[str], indices: list[int], args: argparse.Namespace) -> list[dict]:
+def score_batched(archs: list[str], indices: list[int], dataset: str, args: argparse.Namespace) -> list[dict]:
     from az_nas.search.batched import score_nb201_batch
 
+    num_classes, resolution = PROTOCOLS[dataset]
     torch.manual_seed(args.seed * 100000 + indices[0])
     start = time.perf_counter()
-    records = score_nb201_batch(archs, device=args.device, numerics="both")
+    records = score_nb201_batch(
+        archs, input_shape=(64, 3, resolution, resolution), num_classes=num_classes, device=args.device,
+        numerics="both",
+    )
     seconds = (time.perf_counter() - start) / len(archs)
-    for record in records:
-        record["seconds"] = seconds
-    return records
+    return [{PREFIX[dataset] + k: v for k, v in (record | {"seconds": seconds}).items()} for record in records]
 
 
-def correlations(records: list[dict], truth: dict[str, np.ndarray], in16: bool) -> list[tuple[str, list[float]]]:
-    """(ranking name, [tau, rho] per dataset) for every ranking available in the records."""
+def rankings_of(records: list[dict]) -> dict[str, np.ndarray]:
+    """Every ranking available in `records` (unprefixed keys), by name."""
     columns = {key for record in records for key in record if isinstance(record[key], (int, float))}
     rankings: dict[str, np.ndarray] = {}
     if set(SINGLE) <= columns:
@@ -107,17 +115,41 @@ def correlations(records: list[dict], truth: dict[str, np.ndarray], in16: bool) 
     for name in ("naswot", "synflow", "grad_norm", "snip", "zen", "params"):
         if name in columns:
             rankings[name] = np.array([r[name] for r in records])
+    return rankings
+
+
+def dataset_records(records: list[dict], dataset: str) -> list[dict]:
+    """The records scored under `dataset`'s protocol, prefix stripped (with their index)."""
+    prefix = PREFIX[dataset]
+    out = []
+    for r in records:
+        own = {k[len(prefix):]: v for k, v in r.items() if k.startswith(prefix)}
+        if prefix == "":
+            own = {k: v for k, v in own.items() if not any(k.startswith(p) for p in PREFIX.values() if p)}
+        if "expressivity" in own or any(n in own for n in ("naswot", "synflow", "params")):
+            out.append(own | {"index": r["index"]})
+    return out
+
+
+def correlations(records: list[dict], bench, datasets: list[str]) -> tuple[list[tuple[str, list[float]]], dict[str, int]]:
+    """(ranking name, [tau, rho] per dataset, nan where not scored) and the number of cells per dataset."""
+    per_dataset, counts = {}, {}
+    for dataset in DATASETS:
+        own = dataset_records(records, dataset) if dataset in datasets else []
+        counts[dataset] = len(own)
+        if len(own) > 1:
+            truth = bench.accuracy[dataset][[r["index"] for r in own]]
+            per_dataset[dataset] = {
+                name: (kendall_tau(v, truth), spearman_rho(v, truth)) for name, v in rankings_of(own).items()
+            }
+    names = list(dict.fromkeys(n for table in per_dataset.values() for n in table))
     rows = []
-    for name, values in rankings.items():
+    for name in names:
         cells = []
         for dataset in DATASETS:
-            scores = values
-            if dataset == "ImageNet16-120" and in16 and name.startswith("AZ-NAS (stable"):
-                in16_records = [{k[5:]: v for k, v in r.items() if k.startswith("in16_")} for r in records]
-                scores = aggregate(in16_records)
-            cells += [kendall_tau(scores, truth[dataset]), spearman_rho(scores, truth[dataset])]
+            cells += list(per_dataset.get(dataset, {}).get(name, (math.nan, math.nan)))
         rows.append((name, cells))
-    return rows
+    return rows, counts
 
 
 def main() -> None:
@@ -132,21 +164,29 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     done = read_done(out)
-    todo = [i for i in indices if i not in done]
-    print(f"{len(indices)} cells, {len(done)} already in {out}, {len(todo)} to score on {args.device}", flush=True)
+    datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
+    unknown = [d for d in datasets if d not in DATASETS]
+    if unknown:
+        raise SystemExit(f"unknown --datasets {unknown}; choose from {DATASETS}")
+    todo = [(d, i) for d in datasets for i in indices if not dataset_done(done.get(i), d, names)]
+    print(f"{len(indices)} cells x {len(datasets)} datasets, {len(todo)} (dataset, cell) pairs to score on "
+          f"{args.device} ({out})", flush=True)
     start = time.perf_counter()
     if not args.summary_only and todo:
         with out.open("a") as handle:
-            chunks = [todo[i : i + args.batch] for i in range(0, len(todo), args.batch)]
-            for chunk in progress(chunks, desc="scoring (chunks)"):
+            chunks = []
+            for dataset in datasets:
+                cells = [i for d, i in todo if d == dataset]
+                chunks += [(dataset, cells[i : i + args.batch]) for i in range(0, len(cells), args.batch)]
+            for dataset, chunk in progress(chunks, desc="scoring (chunks)"):
                 archs = [bench.archs[i] for i in chunk]
                 if args.batch > 1:
-                    records = score_batched(archs, chunk, args)
+                    records = score_batched(archs, chunk, dataset, args)
                 else:
-                    records = [score_one(archs[0], chunk[0], args, names)]
+                    records = [score_one(archs[0], chunk[0], dataset, args, names)]
                 for index, arch, record in zip(chunk, archs, records):
                     record.update(index=index, arch=arch)
-                    done[index] = record
+                    done.setdefault(index, {}).update(record)
                     handle.write(json.dumps(record) + "\n")
                 handle.flush()
     elapsed = time.perf_counter() - start
@@ -154,25 +194,30 @@ def main() -> None:
     if args.merge:
         extra = read_done(Path(args.merge))
         records = [{**extra[r["index"]], **r} for r in records if r["index"] in extra]
-    truth = {d: bench.accuracy[d][[r["index"] for r in records]] for d in DATASETS}
-    print(f"\nn = {len(records)} cells; scoring wall time this run {elapsed:.1f} s "
-          f"({elapsed / max(len(todo), 1):.3f} s per cell); device {args.device}, batch {args.batch}")
-    inf_e = sum(1 for r in records if math.isinf(r.get("expressivity_official", 0.0)))
-    inf_t = sum(1 for r in records if math.isinf(r.get("trainability", 0.0)))
-    print(f"-inf expressivity with official float32 numerics: {inf_e}/{len(records)}; -inf trainability: {inf_t}")
+    print(f"\nscoring wall time this run {elapsed:.1f} s ({elapsed / max(len(todo), 1):.3f} s per cell and dataset); "
+          f"device {args.device}, batch {args.batch}")
+    rows, counts = correlations(records, bench, datasets)
+    print("cells scored per dataset: " + ", ".join(f"{d} {n}" for d, n in counts.items()))
+    for dataset in datasets:
+        own = dataset_records(records, dataset)
+        inf_e = sum(1 for r in own if math.isinf(r.get("expressivity_official", 0.0)))
+        inf_t = sum(1 for r in own if math.isinf(r.get("trainability", 0.0)))
+        print(f"{dataset}: -inf expressivity with official float32 numerics {inf_e}/{len(own)}; -inf trainability {inf_t}")
     print("\n| ranking | C10 tau | C10 rho | C100 tau | C100 rho | IN16 tau | IN16 rho |")
     print("|---|---|---|---|---|---|---|")
-    rows = correlations(records, truth, bool(args.in16_resolution))
     for name, cells in rows:
-        print(f"| {name} | " + " | ".join(f"{v:.3f}" for v in cells) + " |")
-    best = int(np.argmax(aggregate(records))) if set(SINGLE) <= set(records[0]) else None
-    if best is not None:
-        r = records[best]
-        accs = " / ".join(f"{bench.accuracy[d][r['index']]:.2f}" for d in DATASETS)
-        print(f"\nAZ-NAS pick: index {r['index']} {r['arch']} -> test acc {accs} (C10 / C100 / IN16)")
-        print(f"check: FLOPs of the pick {nb201_flops(r['arch']) / 1e6:.2f} M")
+        print(f"| {name} | " + " | ".join("-" if math.isnan(v) else f"{v:.3f}" for v in cells) + " |")
+    for dataset in datasets:
+        own = dataset_records(records, dataset)
+        if own and set(SINGLE) <= set(own[0]):
+            r = own[int(np.argmax(aggregate(own)))]
+            accs = " / ".join(f"{bench.accuracy[d][r['index']]:.2f}" for d in DATASETS)
+            num_classes, resolution = PROTOCOLS[dataset]
+            flops = nb201_flops(bench.archs[r["index"]], resolution=resolution, num_classes=num_classes) / 1e6
+            print(f"AZ-NAS pick on {dataset}: index {r['index']} {bench.archs[r['index']]} -> test acc {accs} "
+                  f"(C10 / C100 / IN16), {flops:.2f} MFLOPs at {resolution}x{resolution}, {num_classes} classes")
     summary = out.with_suffix(".summary.json")
-    summary.write_text(json.dumps({"n": len(records), "rows": rows, "args": vars(args) | {"benchmark": str(args.benchmark)}}, indent=1))
+    summary.write_text(json.dumps({"n": counts, "rows": rows, "args": vars(args) | {"benchmark": str(args.benchmark)}}, indent=1))
     print(f"summary written to {summary}")
 
 

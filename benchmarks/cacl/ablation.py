@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import statistics
 import subprocess
@@ -22,6 +23,8 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from cvlab_shared.data.synthetic_reid import write_synthetic_reid
 
 VARIANTS = {
     "CaCL (curriculum + CD loss)": [],
@@ -55,6 +58,25 @@ def read_metrics(cwd: Path) -> dict[str, float]:
     return out
 
 
+def write_unequal_target(root: Path, opts: argparse.Namespace) -> list[str]:
+    """Write the default synthetic target (the data module's settings: seed 2, 48 identities, 6 cameras, 4 images per
+    camera, 64x32) with unequal camera sizes, once; return the `cacl train` options that read it."""
+    sizes = opts.target_camera_sizes
+    settings = dict(
+        layout="market", num_train_ids=48, num_test_ids=48, num_cams=len(sizes), images_per_cam=4,
+        image_size=(64, 32), camera_shift=opts.synthetic_shift, camera_bias=opts.synthetic_bias, num_distractors=4,
+        num_junk=2, seed=2, camera_sizes=sizes,
+    )
+    meta_file = root / "Market-1501-v15.09.15" / "synthetic_meta.json"
+    if not meta_file.is_file():
+        meta = write_synthetic_reid(root, **settings)
+    else:
+        meta = json.loads(meta_file.read_text())
+    print(f"target cameras (least to most shifted) {meta['camera_shift_order']}, training images per camera "
+          f"{meta['train_images_per_camera']}", flush=True)
+    return ["--data.target=market1501", f"--data.synthetic_cams={len(sizes)}"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -65,16 +87,23 @@ def main() -> None:
     parser.add_argument("--synthetic_shift", type=float, default=1.0, help="graded target camera shift (data)")
     parser.add_argument("--synthetic_bias", type=float, default=0.3, help="per-camera style offset (data)")
     parser.add_argument(
+        "--target_camera_sizes", type=float, nargs="+", default=None,
+        help="relative size of each target camera (unequal cameras, as in MSMT17): the benchmark writes the target "
+        "itself with these sizes and the data module reads it as Market-1501",
+    )
+    parser.add_argument(
         "--variants", nargs="+", choices=list(SHORT), default=DEFAULT_VARIANTS, help="adaptations to run"
     )
     parser.add_argument(
         "--extra", action="append", default=[], help="a `cacl train` option for every run, e.g. --extra=--data.iters=40"
     )
     opts = parser.parse_args()
+    opts.out = opts.out.resolve()  # every run works in its own sub-folder
     data = opts.out / "data"
     common = [
         f"--data.source_root={data / 'source'}",
         f"--data.target_root={data / 'target'}",
+        *(write_unequal_target(data / "target", opts) if opts.target_camera_sizes else []),
         f"--model.source_epochs={opts.source_epochs}",
         f"--data.synthetic_shift={opts.synthetic_shift}",
         f"--data.synthetic_bias={opts.synthetic_bias}",

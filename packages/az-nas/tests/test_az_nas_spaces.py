@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from az_nas.proxies.flops import count_flops
-from az_nas.spaces.mobilenetv2 import BUDGETS, INITIAL, MBV2Genome, MBV2Network, mutate
+from az_nas.spaces.mobilenetv2_stages import BUDGETS, INITIAL, MBV2Genome, MBV2Network, mutate
 from az_nas.spaces.nb201 import NB201Network, all_archs, format_arch, nb201_flops, parse_arch
 
 BEST = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_1x1~1|nor_conv_3x3~2|"
@@ -39,7 +39,7 @@ def test_closed_form_flops_match_hook_counter(arch):
     assert nb201_flops(arch, resolution=16, num_classes=120) == count_flops(NB201Network(arch, num_classes=120), (1, 3, 16, 16))
 
 
-def test_mobilenetv2_space_mutation_respects_the_layer_cap_and_round_trips():
+def test_mobilenetv2_stages_space_mutation_respects_the_layer_cap_and_round_trips():
     rng = random.Random(0)
     genome = INITIAL
     for _ in range(30):

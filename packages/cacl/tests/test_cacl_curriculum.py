@@ -60,3 +60,36 @@ def test_scheduler_recovers_a_known_camera_order_from_features():
     assert "stage 4" in cur.describe()
     flat = camera_curriculum(source, torch.cat(target), torch.tensor(cams), normalize=False, curriculum=False)
     assert flat.stages == [[1, 3, 0, 2]] and flat.mmd == cur.mmd
+
+
+def _cameras_of_unequal_size(seed: int, spec: dict[int, tuple[int, float]]):
+    """Source N(0, I) and target cameras of {camera: (images, mean shift along one direction)}."""
+    g = torch.Generator().manual_seed(seed)
+    direction = torch.nn.functional.normalize(torch.randn(16, generator=g), dim=0)
+    source = torch.randn(800, 16, generator=g)
+    feats, cams = [], []
+    for cam, (n, shift) in spec.items():
+        feats.append(torch.randn(n, 16, generator=g) + shift * direction)
+        cams += [cam] * n
+    return source, torch.cat(feats), torch.tensor(cams)
+
+
+def test_camera_order_follows_the_shift_not_the_camera_size():
+    # a large shifted camera and two small cameras with less shift: the order must be the shift order on every seed
+    spec = {0: (1000, 1.0), 1: (60, 0.0), 2: (150, 0.5)}
+    biased_right = 0
+    for seed in range(4):
+        source, target, cams = _cameras_of_unequal_size(seed, spec)
+        cur = camera_curriculum(source, target, cams, normalize=False)
+        assert cur.order == [1, 2, 0], (seed, cur.mmd)
+        biased = camera_curriculum(source, target, cams, normalize=False, unbiased=False)
+        biased_right += biased.order == [1, 2, 0]
+    # the biased estimate (eq. 5) inflates a camera of m images by about 1/m and mostly gets this order wrong
+    assert biased_right <= 1
+
+
+def test_a_camera_with_one_image_is_named_in_the_error():
+    g = torch.Generator().manual_seed(0)
+    source, target = torch.randn(20, 4, generator=g), torch.randn(5, 4, generator=g)
+    with pytest.raises(ValueError, match="target camera 7 has 1 image"):
+        camera_curriculum(source, target, torch.tensor([0, 0, 0, 0, 7]), normalize=False)

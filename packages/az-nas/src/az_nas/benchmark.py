@@ -17,6 +17,9 @@ import numpy as np
 from az_nas.spaces.nb201 import format_arch, parse_arch
 
 DATASETS = ("cifar10", "cifar100", "ImageNet16-120")
+# How the paper scores a cell for each dataset (AZ-NAS NB201 code: the dataset's network and input size):
+# (classifier outputs, input resolution). CIFAR-100 differs from CIFAR-10 in the classifier only.
+PROTOCOLS: dict[str, tuple[int, int]] = {"cifar10": (10, 32), "cifar100": (100, 32), "ImageNet16-120": (120, 16)}
 CSV_COLUMNS = {
     "cifar10": "CIFAR10TestAccuracy200Epochs",
     "cifar100": "CIFAR100TestAccuracy200Epochs",

@@ -6,7 +6,7 @@ import lightning.pytorch as pl
 import torch
 from torch import nn
 
-from az_nas.spaces.mobilenetv2 import MBV2Genome, MBV2Network
+from az_nas.spaces import mobilenetv2, mobilenetv2_stages
 from az_nas.spaces.nb201 import NB201Network
 
 # The best CIFAR-10 cell of NAS-Bench-201 (index 13714, 94.37 %).
@@ -18,9 +18,10 @@ def build_network(space: str, arch: str, num_classes: int, in_channels: int, cha
     if space == "nb201":
         return NB201Network(arch, channels=channels, cells_per_stage=cells_per_stage, num_classes=num_classes,
                             in_channels=in_channels)
-    if space == "mobilenetv2":
-        return MBV2Network(MBV2Genome.from_json(arch), num_classes=num_classes, in_channels=in_channels)
-    raise ValueError(f"unknown space {space!r}; expected nb201 or mobilenetv2")
+    if space in ("mobilenetv2", "mobilenetv2-stages"):
+        mod = mobilenetv2 if space == "mobilenetv2" else mobilenetv2_stages
+        return mod.MBV2Network(mod.MBV2Genome.from_json(arch), num_classes=num_classes, in_channels=in_channels)
+    raise ValueError(f"unknown space {space!r}; expected nb201, mobilenetv2 or mobilenetv2-stages")
 
 
 class NASClassifier(pl.LightningModule):
@@ -40,7 +41,7 @@ class NASClassifier(pl.LightningModule):
     ) -> None:
         """Args:
             arch: NB201 arch string, or a MobileNetV2 genome as JSON (printed by `az-nas search --space mobilenetv2`).
-            space: nb201 | mobilenetv2.
+            space: nb201 | mobilenetv2 (the official space) | mobilenetv2-stages (our simpler genome).
             num_classes / in_channels: classifier size and input channels (1 for digits).
             channels / cells_per_stage: NB201 macro network size (16 and 5 in the benchmark).
             lr / momentum / weight_decay: SGD settings (cosine decay over the trainer's max_epochs).

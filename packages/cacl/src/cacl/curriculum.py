@@ -3,7 +3,9 @@
 Paper (abstract, teaser fig. b): the target training set is split by camera; the subsets closer to the source (by
 MMD) come first, and training adds subsets progressively (cumulative stages, one camera per stage in the figure).
 The MMD estimator and the Gaussian kernel family are Gretton et al. (JMLR 2012, eq. 5 biased / eq. 3 unbiased) with
-the multi-bandwidth sum of DAN (Long et al., ICML'15); the median-distance bandwidth is our choice.
+the multi-bandwidth sum of DAN (Long et al., ICML'15); the median-distance bandwidth is our choice. Cameras are ranked
+with the unbiased estimate: the biased one adds about (k(x,x) - E k(x,x')) / m for a camera of m images, so small
+cameras would look farther from the source than large shifted ones.
 """
 
 from __future__ import annotations
@@ -75,12 +77,15 @@ def camera_mmd(
 
     `normalize` L2-normalises features first (the retrieval geometry); at most `max_samples` per set are drawn
     (seeded) to bound the O(n^2) kernel cost. One bandwidth (median of source + all target) serves every camera so
-    the values are comparable.
+    the values are comparable. The estimate is the unbiased one (Gretton et al. 2012, eq. 3; `unbiased=False` gives
+    eq. 5), whose expectation does not depend on the camera's sample count, so the order reflects the domain shift
+    only; it can be slightly negative for a camera with no shift.
     """
     if len(target) != len(target_cameras):
         raise ValueError(f"{len(target)} target features but {len(target_cameras)} camera labels")
     if normalize:
         source, target = F.normalize(source.float(), dim=1), F.normalize(target.float(), dim=1)
+    mmd_kwargs.setdefault("unbiased", True)
     g = torch.Generator().manual_seed(seed)
     src = _subsample(source, max_samples, g)
     if "bandwidth" not in mmd_kwargs:
@@ -88,6 +93,8 @@ def camera_mmd(
     out: dict[int, float] = {}
     for cam in sorted(int(c) for c in torch.unique(target_cameras)):
         feats = _subsample(target[target_cameras == cam], max_samples, g)
+        if mmd_kwargs["unbiased"] and len(feats) < 2:
+            raise ValueError(f"target camera {cam} has {len(feats)} image(s): the unbiased MMD needs at least two")
         out[cam] = float(gaussian_mmd2(src, feats, **mmd_kwargs))
     return out
 

@@ -23,6 +23,7 @@ codes (for oracle-feature tests), and image counts. Same arguments and seed give
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -176,6 +177,7 @@ def write_synthetic_reid(
     num_junk: int = 4,
     msmt_version: int = 1,
     seed: int = 0,
+    camera_sizes: Sequence[float] | None = None,
 ) -> dict:
     """Write a synthetic dataset in `layout` ("market", "duke", "msmt17", "personx") under `root`; see the module doc.
 
@@ -184,11 +186,16 @@ def write_synthetic_reid(
     layout adds `num_distractors` `0000` gallery images and `num_junk` `-1` gallery images; the Duke and MSMT17
     layouts add `num_distractors` gallery-only identities instead. `domain` picks the clothing palette and
     background (defaults to the layout's own). PersonX-like data has clean, texture-free backgrounds.
+    `camera_sizes` (one relative size per camera) makes cameras unequal, as real ones are (MSMT17's most of all): an
+    identity gets max(1, round(images_per_cam * size)) images in camera c instead of `images_per_cam`; None (the
+    default) keeps every camera at `images_per_cam` and writes the same files as before the option existed.
     """
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     if not 2 <= num_cams <= MAX_CAMERAS[layout]:
         raise ValueError(f"num_cams must be in [2, {MAX_CAMERAS[layout]}] for layout {layout!r}, got {num_cams}")
+    if camera_sizes is not None and (len(camera_sizes) != num_cams or min(camera_sizes) <= 0):
+        raise ValueError(f"camera_sizes needs {num_cams} positive relative sizes (one per camera), got {camera_sizes}")
     if msmt_version not in (1, 2):
         raise ValueError(f"msmt_version must be 1 or 2, got {msmt_version}")
     dom = DOMAINS[domain or layout]
@@ -201,6 +208,8 @@ def write_synthetic_reid(
     train_pids, test_pids = sorted(pids[:num_train_ids].tolist()), sorted(pids[num_train_ids:].tolist())
     identities = {pid: _identity(rng, dom) for pid in train_pids + test_pids}
 
+    sizes = [1.0] * num_cams if camera_sizes is None else camera_sizes
+    per_cam = [max(1, round(images_per_cam * size)) for size in sizes]
     frame = iter(range(1, 10**6))
     # (split, pid, cam, image array)
     items: list[tuple[str, int, int, np.ndarray]] = []
@@ -215,7 +224,7 @@ def write_synthetic_reid(
                 for cam in cams[: int(rng.integers(1, 3))]:
                     shoot("query", pid, cam, identities[pid])
             for cam in cams:
-                for _ in range(images_per_cam):
+                for _ in range(per_cam[cam]):
                     shoot("train" if split == "train" else "gallery", pid, cam, identities[pid])
     if layout == "market":
         for _ in range(num_distractors):
@@ -242,6 +251,8 @@ def write_synthetic_reid(
         "test_pids": test_pids,
         "identity_codes": {str(pid): ident.code() for pid, ident in identities.items()},
         "num_images": counts,
+        "camera_sizes": None if camera_sizes is None else [float(v) for v in camera_sizes],
+        "train_images_per_camera": [sum(1 for it in items if it[0] == "train" and it[2] == c) for c in range(num_cams)],
         "seed": seed,
     }
     (dataset_dir / "synthetic_meta.json").write_text(json.dumps(meta, indent=1))

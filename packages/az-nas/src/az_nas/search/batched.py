@@ -50,13 +50,18 @@ def score_nb201_batch(
     archs: Sequence[Sequence[str] | str],
     *,
     input_shape: Sequence[int] = (64, 3, 32, 32),
+    num_classes: int = 10,
     numerics: str = "stable",
     device: torch.device | str = "cpu",
     inputs: torch.Tensor | None = None,
     network: StackedNB201 | None = None,
     reinit: bool = True,
 ) -> list[dict[str, float]]:
-    """The four AZ-NAS proxies of every cell in `archs`, computed together (one record per cell, same order)."""
+    """The four AZ-NAS proxies of every cell in `archs`, computed together (one record per cell, same order).
+
+    The stacked network stops at the last cell (the proxies never read the classifier); complexity counts the FLOPs
+    of the whole NB201Network with `num_classes` outputs, as `score_network` does one cell at a time.
+    """
     net = (network or StackedNB201(archs)).to(device).train()
     if reinit:
         kaiming_fanin_init(net)
@@ -80,7 +85,8 @@ def score_nb201_batch(
             record["expressivity" + suffix], record["progressivity" + suffix] = e, p
         record["trainability"] = float(train[j]) if not np.isnan(train[j]) else -math.inf
         record["complexity"] = nb201_flops(
-            arch, resolution=x.shape[-1], channels=net.channels, cells_per_stage=net.cells_per_stage
+            arch, resolution=x.shape[-1], channels=net.channels, cells_per_stage=net.cells_per_stage,
+            num_classes=num_classes,
         )
         records.append(record)
     return records

@@ -47,9 +47,12 @@ def random_search(
     scores: list[dict[str, float]] = []
     for chunk in iterator:
         if batch > 1:
-            scores += score_nb201_batch(chunk, input_shape=shape, numerics=numerics, device=device)
+            scores += score_nb201_batch(
+                chunk, input_shape=shape, num_classes=num_classes, numerics=numerics, device=device
+            )
         else:
             net = NB201Network(chunk[0], num_classes=num_classes)
             scores.append(score_network(net, input_shape=shape, numerics=numerics, device=device, copy_model=False))
-    extra = {"seed": seed, "batch": batch, "input_shape": list(shape), "numerics": numerics, "device": device}
+    extra = {"seed": seed, "batch": batch, "num_classes": num_classes, "input_shape": list(shape),
+             "numerics": numerics, "device": device}
     return SearchResult("nb201", archs, scores, extra)
