@@ -43,8 +43,18 @@ def test_train_prints_both_protocols_and_test_reloads_the_checkpoint(workdir, ca
     assert again.count("RRS") >= 1 and "all frames" in again
 
 
-def test_ablation_runs_without_memories(workdir, capsys):
-    main(["train", *TINY, "--trainer.max_epochs=1", "--model.spatial_memory=false", "--model.temporal_memory=false"])
+def test_ablation_runs_without_memories_and_a_sanity_check_does_not_rank_a_partial_test_set(workdir, capsys):
+    main(
+        [
+            "train",
+            *TINY,
+            "--trainer.max_epochs=1",
+            "--trainer.num_sanity_val_steps=1",
+            "--data.test_batch_size=2",
+            "--model.spatial_memory=false",
+            "--model.temporal_memory=false",
+        ]
+    )
     assert "all frames" in capsys.readouterr().out
 
 

@@ -161,6 +161,9 @@ class StmnModule(pl.LightningModule):
         return {k: float(out[k]) for k in ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP") if k in out}
 
     def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:  # a few batches only: no full test set to rank
+            self._feats = {}
+            return
         metrics = self.evaluate_features("rrs")
         self.log_dict({f"val/{k}": v for k, v in metrics.items()}, sync_dist=False)
         self._feats = {}
