@@ -67,8 +67,14 @@ def run(variant: str, seed: int, args) -> dict:
     if args.save_net and variant == "stmn" and seed == args.seeds[0]:
         torch.save({"state_dict": model.net.state_dict(), "num_classes": data.num_classes, "size": args.size},
                    args.save_net)
-    return {"variant": variant, "seed": seed, "cpu_s": time.process_time() - start, **{
+    return {"variant": variant, "seed": seed, "settings": settings(args), "cpu_s": time.process_time() - start, **{
         f"{p}_{k}": v for p, m in model.results.items() for k, v in m.items()}}
+
+
+def settings(args) -> dict:
+    """What makes two rows comparable: rows of other settings in the same --out file are left out of the table."""
+    return {"epochs": args.epochs, "iters": args.iters, "lr_step": args.lr_step, "size": list(args.size),
+            "data_seed": args.data_seed}
 
 
 def t_interval(diffs: list[float]) -> tuple[float, float, float]:
@@ -131,6 +137,7 @@ def main() -> None:
                 with out.open("a") as f:
                     f.write(json.dumps(row) + "\n")
     rows = [json.loads(line) for line in out.read_text().splitlines() if line.strip()] if out.is_file() else []
+    rows = [r for r in rows if r.get("settings") == settings(args)]
     print(summary(rows))
 
 
