@@ -181,8 +181,9 @@ class StmnModule(pl.LightningModule):
         """The test results as a small table (percentages)."""
         lines = ["protocol     rank-1  rank-5  rank-10  mAP    mINP"]
         for protocol, m in self.results.items():
+            pct = {k: 100 * m.get(k, float("nan")) for k in ("rank1", "rank5", "rank10", "mAP", "mINP")}
             lines.append(
-                f"{PROTOCOL_NAMES[protocol]:<11s} {100 * m['rank1']:6.1f}  {100 * m['rank5']:6.1f}  "
-                f"{100 * m['rank10']:6.1f}  {100 * m['mAP']:5.1f}  {100 * m['mINP']:5.1f}"
+                f"{PROTOCOL_NAMES[protocol]:<11s} {pct['rank1']:6.1f}  {pct['rank5']:6.1f}  "
+                f"{pct['rank10']:6.1f}  {pct['mAP']:5.1f}  {pct['mINP']:5.1f}"
             )
         return "\n".join(lines)
