@@ -2,8 +2,8 @@
 identity batches of P ids x K tracklets x S frames for training, and the RRS / all-frames test loaders.
 
 With `dataset="synthetic"` the synthetic set is written once into the cache (`$CVLAB_CACHE/stmn/...`, one folder per
-setting) unless `data_root` names a folder. Real datasets are read in `__init__`, so a bad root fails before any
-run folder is written. All loaders are rank-aware: run with `trainer.use_distributed_sampler=false`.
+setting) unless `data_root` names a folder. `check_data` (run by the CLI before any model or run folder) reads a real
+dataset, or an existing synthetic `data_root`, so a bad root fails with one line naming the folder and the layout. All loaders are rank-aware: run with `trainer.use_distributed_sampler=false`.
 """
 
 from __future__ import annotations
@@ -19,8 +19,12 @@ import lightning.pytorch as pl
 from torch.utils.data import DataLoader, Sampler, Subset
 
 from cvlab_shared.data.cache import build_once, cache_dir
+from cvlab_shared.data.checks import InputError, check_folder
 from cvlab_shared.data.synthetic_video import write_synthetic_video
 from cvlab_shared.data.video import (
+    DUKEV_LAYOUT,
+    LSVID_LAYOUT,
+    MARS_LAYOUT,
     Tracklet,
     VideoDataset,
     VideoSplit,
@@ -30,6 +34,9 @@ from cvlab_shared.data.video import (
     video_transforms,
 )
 from cvlab_shared.distributed import rank_and_world
+
+
+LAYOUTS = {"synthetic": MARS_LAYOUT, "mars": MARS_LAYOUT, "dukev": DUKEV_LAYOUT, "lsvid": LSVID_LAYOUT}
 
 
 class IdentityBatchSampler(Sampler[int]):
@@ -117,10 +124,29 @@ class StmnDataModule(pl.LightningDataModule):
         self.split: VideoSplit | None = None
         self.train_tracks: list[Tracklet] = []
         self.num_classes = 0
-        if dataset != "synthetic":
-            if not data_root:
-                raise ValueError(f"dataset={dataset!r} needs --data.data_root (the folder holding the dataset)")
-            self._use(read_video_dataset(dataset, data_root))
+        if dataset not in LAYOUTS:
+            raise InputError(f"--data.dataset {dataset!r} is unknown; expected one of {sorted(LAYOUTS)}")
+
+    def check_data(self, stage: str = "fit") -> None:
+        """Read-only input check (the CLI runs it before any model is built; `setup` keeps what was read): a real
+        dataset's `data_root` must hold its layout (the core's readers name the missing file); a synthetic `data_root`
+        may be new or empty (the set is written there in `prepare_data`), else it must hold a synthetic MARS set."""
+        h = self.hparams
+        if h.dataset == "synthetic":
+            root = Path(h.data_root).expanduser() if h.data_root else None
+            if root is None or not root.exists() or (root.is_dir() and not any(root.iterdir())):
+                return
+            check_folder(root, "--data.data_root", "a new or empty folder to write the synthetic set into, or " + MARS_LAYOUT)
+            if not (root / "MARS" / "info").is_dir():
+                raise InputError(
+                    f"--data.data_root {root} holds other files and no synthetic set; expected a new or empty folder "
+                    f"to write it into, or {MARS_LAYOUT}"
+                )
+        elif not h.data_root:
+            raise InputError(f"--data.dataset {h.dataset} needs --data.data_root; expected layout: {LAYOUTS[h.dataset]}")
+        else:
+            check_folder(h.data_root, "--data.data_root", LAYOUTS[h.dataset])
+        self.setup(stage)
 
     def _synthetic_settings(self) -> dict:
         h = self.hparams
@@ -154,8 +180,13 @@ class StmnDataModule(pl.LightningDataModule):
         self.num_classes = len(mapping)
 
     def setup(self, stage: str | None = None) -> None:
-        if self.split is None:
+        if self.split is not None:
+            return
+        h = self.hparams
+        if h.dataset == "synthetic":
             self._use(read_video_dataset("mars", self.synthetic_root()))
+        else:
+            self._use(read_video_dataset(h.dataset, h.data_root))
 
     def synthetic_meta(self) -> dict | None:
         """The synthetic set's metadata (per-frame distractor flags), or None for real data."""
