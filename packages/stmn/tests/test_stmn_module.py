@@ -64,17 +64,46 @@ def test_paper_configs_parse_and_missing_data_names_the_layout_before_any_run_fo
         main(["train", "--config", name, "--print_config"])
     printed = capsys.readouterr().out
     assert "backbone: resnet50" in printed and "lr: 0.0001" in printed and "max_epochs: 200" in printed
-    with pytest.raises(FileNotFoundError, match="expected layout"):
+    with pytest.raises(SystemExit) as exc:
         main(["train", "--config", name, "--trainer.accelerator=cpu"])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert exc.value.code == 2 and len(err) == 1 and err[0].startswith("error: ") and "expected layout" in err[0]
+    assert "data/" in err[0]  # the paper config's data_root
     assert not (workdir / "runs").exists()
 
 
-def test_mars_root_without_info_is_one_clear_error(workdir):
+def test_mars_root_without_info_is_one_clear_error(workdir, capsys):
     (workdir / "MARS" / "bbox_train").mkdir(parents=True)
     (workdir / "MARS" / "bbox_test").mkdir()
-    with pytest.raises(FileNotFoundError, match=r"missing \['info'"):
+    with pytest.raises(SystemExit) as exc:
         main(["train", "--data.dataset=mars", f"--data.data_root={workdir}", "--trainer.accelerator=cpu"])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert exc.value.code == 2 and len(err) == 1 and "missing ['info'" in err[0] and str(workdir / "MARS") in err[0]
     assert not (workdir / "runs").exists()
+
+
+def test_synthetic_data_root_is_never_written_into_a_folder_holding_other_files(workdir, capsys):
+    junk = workdir / "photos"
+    junk.mkdir()
+    (junk / "holiday.jpg").write_bytes(b"not ours")
+    with pytest.raises(SystemExit) as exc:
+        main(["train", *TINY, f"--data.data_root={junk}", "--trainer.max_epochs=1"])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert exc.value.code == 2 and len(err) == 1 and str(junk) in err[0] and "expected" in err[0]
+    assert [p.name for p in junk.iterdir()] == ["holiday.jpg"] and not (workdir / "runs").exists()
+
+
+def test_check_data_reads_the_dataset_and_writes_nothing(workdir):
+    from stmn.data import StmnDataModule
+
+    spec = dict(synthetic_train_ids=8, synthetic_test_ids=6, synthetic_max_frames=8, image_size=(32, 16))
+    written = StmnDataModule(data_root=str(workdir / "set"), **spec)
+    written.prepare_data()  # the synthetic set in the real MARS layout
+    before = sorted(p for p in workdir.rglob("*"))
+    dm = StmnDataModule(dataset="mars", data_root=str(workdir / "set"), **spec)
+    dm.check_data("fit")
+    assert dm.split is not None and dm.num_classes == 8 and len(dm.split.test) > 0
+    assert sorted(p for p in workdir.rglob("*")) == before
 
 
 def test_identity_batches_follow_the_official_shape_and_shard_over_ranks(monkeypatch):
