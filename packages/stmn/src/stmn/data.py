@@ -3,7 +3,8 @@ identity batches of P ids x K tracklets x S frames for training, and the RRS / a
 
 With `dataset="synthetic"` the synthetic set is written once into the cache (`$CVLAB_CACHE/stmn/...`, one folder per
 setting) unless `data_root` names a folder. `check_data` (run by the CLI before any model or run folder) reads a real
-dataset, or an existing synthetic `data_root`, so a bad root fails with one line naming the folder and the layout. All loaders are rank-aware: run with `trainer.use_distributed_sampler=false`.
+dataset, or an existing synthetic `data_root`, so a bad root fails with one line naming the folder and the layout.
+All loaders are rank-aware: run with `trainer.use_distributed_sampler=false`.
 """
 
 from __future__ import annotations
@@ -124,29 +125,28 @@ class StmnDataModule(pl.LightningDataModule):
         self.split: VideoSplit | None = None
         self.train_tracks: list[Tracklet] = []
         self.num_classes = 0
-        if dataset not in LAYOUTS:
-            raise InputError(f"--data.dataset {dataset!r} is unknown; expected one of {sorted(LAYOUTS)}")
 
     def check_data(self, stage: str = "fit") -> None:
         """Read-only input check (the CLI runs it before any model is built; `setup` keeps what was read): a real
         dataset's `data_root` must hold its layout (the core's readers name the missing file); a synthetic `data_root`
         may be new or empty (the set is written there in `prepare_data`), else it must hold a synthetic MARS set."""
         h = self.hparams
+        layout = LAYOUTS.get(h.dataset, "the dataset's layout (the package README shows it)")
         if h.dataset == "synthetic":
             root = Path(h.data_root).expanduser() if h.data_root else None
             if root is None or not root.exists() or (root.is_dir() and not any(root.iterdir())):
                 return
-            check_folder(root, "--data.data_root", "a new or empty folder to write the synthetic set into, or " + MARS_LAYOUT)
+            check_folder(root, "--data.data_root", f"a new or empty folder for the synthetic set, or {layout}")
             if not (root / "MARS" / "info").is_dir():
                 raise InputError(
                     f"--data.data_root {root} holds other files and no synthetic set; expected a new or empty folder "
                     f"to write it into, or {MARS_LAYOUT}"
                 )
         elif not h.data_root:
-            raise InputError(f"--data.dataset {h.dataset} needs --data.data_root; expected layout: {LAYOUTS[h.dataset]}")
+            raise InputError(f"--data.dataset {h.dataset} needs --data.data_root; expected layout: {layout}")
         else:
-            check_folder(h.data_root, "--data.data_root", LAYOUTS[h.dataset])
-        self.setup(stage)
+            check_folder(h.data_root, "--data.data_root", layout)
+        self.setup(stage)  # the core's readers name the missing file and the expected layout
 
     def _synthetic_settings(self) -> dict:
         h = self.hparams
