@@ -46,6 +46,7 @@ DATA_ROOT = {
     "az-nas": ["--data.dataset=cifar10", "--data.data_root"],
     "cacl": ["--data.target=market1501", "--data.target_root"],
     "dkd": ["--data.data_root"],
+    "stmn": ["--data.dataset=mars", "--data.data_root"],
 }
 
 # Small, fast runs for the resume test (default: the package's default config for 2 epochs), and the epoch after
@@ -66,6 +67,12 @@ VIREID_TINY = [
     "--data.image_size=[32,16]", "--data.num_ids=4", "--data.num_pos=2", "--data.num_batches=3",
     "--data.synthetic_ids=12", "--data.synthetic_images=2", "--data.search_trials=2",
 ]
+STMN_TINY = [
+    "--trainer.max_epochs=3", "--trainer.check_val_every_n_epoch=2", "--model.width=8", "--model.lr_step=2",
+    "--data.class_per_batch=4", "--data.track_per_class=2", "--data.iters=2", "--data.seq_len=4",
+    "--data.synthetic_train_ids=8", "--data.synthetic_test_ids=6", "--data.synthetic_cams=2",
+    "--data.synthetic_max_frames=8",
+]
 FAST = {
     "acls": ["--trainer.max_epochs=2", "--model.milestones=[1]"],
     "rankmixup": ["--trainer.max_epochs=2", "--model.milestones=[1]"],
@@ -73,6 +80,7 @@ FAST = {
     "cacl": CACL_TINY,
     "dkd": DKD_TINY,
     "vireid-dense": VIREID_TINY,
+    "stmn": STMN_TINY,
 }
 STOP_AFTER = {"cacl": 2}
 
