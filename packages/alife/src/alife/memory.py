@@ -89,11 +89,11 @@ def class_region_means(
 
 
 def sampling_plan(
-    eligible: list[np.ndarray], per_class: int, seed: int, round_index: int = 0
+    eligible: list[np.ndarray], counts: list[int], seed: int, round_index: int = 0
 ) -> list[tuple[int, int]]:
-    """(class position, image index) pairs: `per_class` draws with replacement among each class's eligible images."""
+    """(class position, image index) pairs: `counts[k]` draws with replacement among class k's eligible images."""
     rng = np.random.default_rng([seed, round_index])
     plan = []
-    for position, images in enumerate(eligible):
-        plan += [(position, int(i)) for i in rng.choice(images, per_class, replace=True)]
+    for position, (images, count) in enumerate(zip(eligible, counts)):
+        plan += [(position, int(i)) for i in rng.choice(images, count, replace=True)]
     return plan
