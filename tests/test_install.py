@@ -25,6 +25,7 @@ SMOKE = {
     "az-nas": [["az-nas", "search"]],
     "cvlab-cacl": [["cacl", "train", "--help"]],
     "cvlab-dkd": [["dkd", "train", "--help"]],
+    "cvlab-alife": [["alife", "train", "--help"]],
 }
 
 

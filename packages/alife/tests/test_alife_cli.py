@@ -104,3 +104,25 @@ def test_help_lists_driver_and_lightning_arguments(capsys):
         main(["train", "--help"])
     out = capsys.readouterr().out
     assert "--memory" in out and "--run_dir" in out and "--model.ali" in out and "--model.memory_per_class" in out
+
+
+@pytest.mark.parametrize(
+    "name, step, expected",
+    [
+        ("alife_resnet101_voc_19-1", 1, (1.0, 1.0, 1.0, 1.0, 5)),
+        ("alife_resnet101_voc_15-5", 1, (2.0, 1.0, 1.0, 10.0, 10)),
+        ("alife_resnet101_voc_15-1", 2, (5.0, 10.0, 5.0, 20.0, 5)),
+        ("alife_resnet101_voc_15-1", 4, (3.0, 10.0, 3.0, 2.0, 5)),
+        ("alife_resnet101_ade_100-50", 1, (1.0, 1.0, 0.0, 0.5, 60)),
+        ("alife_resnet101_ade_100-10", 4, (1.0, 1.0, 0.0, 0.1, 60)),
+        ("alife_resnet101_ade_50-50", 2, (1.0, 20.0, 0.0, 0.5, 60)),
+    ],
+)
+def test_paper_configs_hold_the_released_per_step_values(name, step, expected):
+    from alife.cli import config_values
+    from alife.module import per_step
+
+    model = config_values(["--config", name])["model"]
+    got = tuple(per_step(model[k], step) for k in ("ali", "kd", "replay_ali", "replay_mem"))
+    assert got + (model["epochs"][step],) == expected
+    assert model["memory_per_class"] == 1000 and model["backbone"] == "resnet101"

@@ -55,8 +55,12 @@ def _driver_parser(command: str) -> argparse.ArgumentParser:
     parser.add_argument("--task", help="class schedule: 19-1, 15-5, 15-1 (VOC), 100-50, 100-10, 50-50 (ADE)")
     parser.add_argument("--setting", choices=("overlap", "disjoint"), help="default: config (overlap)")
     parser.add_argument("--memory", action="store_true", help="ALIFE-M: feature memory, rotations and replay")
+    parser.add_argument("--finetune", action="store_true",
+                        help="the forgetting baseline: later steps fine-tune with plain CE (no ALI, KD, MiB init)")
     parser.add_argument("--step", type=int, help="train: (re)run only this step; test: evaluate this step")
     parser.add_argument("--run_dir", type=Path, help="run folder (default runs/alife/<dataset>_<task>_<setting>_<method>)")
+    if command == "train":
+        parser.add_argument("--base_from", type=Path, help="reuse the finished step 0 of another run folder")
     parser.add_argument("-h", "--help", action="store_true")
     return parser
 
@@ -114,13 +118,16 @@ class Run:
         except ValueError as error:
             raise DriverError(str(error)) from None
         self.task = self.datamodule.task
+        if options.memory and getattr(options, "finetune", False):
+            raise DriverError("--memory and --finetune exclude each other")
         self.memory = options.memory
-        self.passthrough = [a for a in passthrough]
-        method = "alife-m" if self.memory else "alife"
+        self.finetune = getattr(options, "finetune", False)
+        self.passthrough = list(passthrough)
+        method = "alife-m" if self.memory else ("finetune" if self.finetune else "alife")
         name = f"{self.data['dataset']}{'' if self.data['data_root'] else '-synthetic'}_{self.task.name}_" \
                f"{self.data['setting']}_{method}"
         self.dir = options.run_dir or Path("runs") / PACKAGE / name
-        self.label = "ALIFE-M" if self.memory else "ALIFE"
+        self.label = "ALIFE-M" if self.memory else ("fine-tuning" if self.finetune else "ALIFE")
 
     # -- helpers ------------------------------------------------------------------------------------------------
     def device(self) -> torch.device:
@@ -252,9 +259,10 @@ class Run:
             extra: dict[str, Any] = {"memory_bytes": 0 if self.memory else None, "image_memory_bytes": None}
         else:
             previous = self.require(step_checkpoint(self.dir, step - 1), f"the step-{step - 1} model", step - 1)
-            results = self.fit_stage("step1", step, [f"--model.previous_checkpoint={previous}"])
+            first = "finetune" if self.finetune else "step1"
+            results = self.fit_stage(first, step, [f"--model.previous_checkpoint={previous}"])
             extra = {"memory_bytes": None, "image_memory_bytes": None}
-            final = folder / "step1" / "last.ckpt"
+            final = folder / first / "last.ckpt"
             if self.memory:
                 info = self.memory_stages(step)
                 results = self.fit_stage("step3", step, [
@@ -272,6 +280,17 @@ class Run:
         save_step_results(self.dir, step, self.task.new_classes(step), {**results, **extra, "method": self.label})
         self.print_table()
 
+    def adopt_base(self, other: Path) -> None:
+        """Start from the finished step 0 of another run folder of the same task (one base for several methods)."""
+        source = step_dir(other, 0)
+        self.require(source / "done.json", "the base stage of --base_from", 0)
+        target = step_dir(self.dir, 0)
+        if not (target / "done.json").exists():
+            target.mkdir(parents=True, exist_ok=True)
+            for name in ("last.ckpt", "done.json"):
+                shutil.copyfile(source / name, target / name)
+            print(f"step 0: base taken from {source}", flush=True)
+
     def _promote_base(self) -> None:
         """Step 0 trains directly in step_0/, whose last.ckpt is already the step's checkpoint."""
         self.require(step_checkpoint(self.dir, 0), "the base checkpoint", 0)
@@ -284,6 +303,8 @@ class Run:
 
 def train(options: argparse.Namespace, passthrough: list[str]) -> None:
     run = Run(options, passthrough)
+    if options.base_from is not None:
+        run.adopt_base(options.base_from)
     try:
         steps = pending_steps(run.dir, run.task.num_steps, options.step)
     except ValueError as error:
