@@ -30,7 +30,9 @@ from typing import Any
 import torch
 import yaml
 
-from cvlab_shared.cli import packaged_configs, run_cli
+from cvlab_shared.cli import debug_enabled, fail, packaged_configs, run_cli, take_debug_flag
+from cvlab_shared.data.checks import InputError, check_checkpoint
+from cvlab_shared.data.segmentation import LayoutError
 from cvlab_shared.steps import load_results, pending_steps, save_artifact, save_step_results, step_checkpoint, step_dir, write_table
 from alife.data import ALIFEDataModule
 from alife.memory import FeatureMemory, MemoryFileError
@@ -301,8 +303,19 @@ class Run:
         print(f"saved {self.dir / 'table.md'} and {self.dir / 'table.csv'}", flush=True)
 
 
+def _check_inputs(run: Run, stage: str, passthrough: Sequence[str]) -> None:
+    """Before any model is built or anything is written: the data root's layout and a given checkpoint."""
+    run.datamodule.check_data(stage)
+    for i, arg in enumerate(passthrough):
+        if arg.startswith("--ckpt_path="):
+            check_checkpoint(arg.split("=", 1)[1])
+        elif arg == "--ckpt_path" and i + 1 < len(passthrough):
+            check_checkpoint(passthrough[i + 1])
+
+
 def train(options: argparse.Namespace, passthrough: list[str]) -> None:
     run = Run(options, passthrough)
+    _check_inputs(run, "fit", passthrough)
     if options.base_from is not None:
         run.adopt_base(options.base_from)
     try:
@@ -318,6 +331,7 @@ def train(options: argparse.Namespace, passthrough: list[str]) -> None:
 
 def test(options: argparse.Namespace, passthrough: list[str]) -> None:
     run = Run(options, passthrough)
+    _check_inputs(run, "test", passthrough)
     step = run.task.num_steps - 1 if options.step is None else options.step
     if not 0 <= step < run.task.num_steps:
         raise DriverError(f"task {run.task.name} has steps 0..{run.task.num_steps - 1}, got {step}")
@@ -339,7 +353,8 @@ USAGE = ("usage: alife {train,test} [--task T] [--setting S] [--memory] [--step 
 
 
 def main(args: Sequence[str] | None = None) -> None:
-    argv = list(sys.argv[1:] if args is None else args)
+    """The `alife` command; input errors are one `error:` line with exit status 2, as in every package."""
+    argv = take_debug_flag(list(sys.argv[1:] if args is None else args))
     if not argv or argv[0] not in ("train", "test"):
         asked = bool(argv) and argv[0] in ("-h", "--help")
         print(USAGE, file=sys.stdout if asked else sys.stderr)
@@ -354,6 +369,7 @@ def main(args: Sequence[str] | None = None) -> None:
         return
     try:
         (train if command == "train" else test)(options, passthrough)
-    except (DriverError, MemoryFileError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
+    except (DriverError, MemoryFileError, InputError, LayoutError) as error:
+        if debug_enabled():
+            raise
+        fail(error)

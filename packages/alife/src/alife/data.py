@@ -15,9 +15,12 @@ import lightning.pytorch as pl
 from torch.utils.data import DataLoader, Dataset
 
 from cvlab_shared.data.cache import build_once, cache_dir
+from cvlab_shared.data.checks import check_folder
 from cvlab_shared.data.incremental import IncrementalTask, LabelIndex, incremental_datasets, select_train, train_label_map
 from cvlab_shared.data.seg_transforms import eval_transform, train_transform
-from cvlab_shared.data.segmentation import LayoutError, SegmentationDataset, SegSample, ade_samples, voc_samples
+from cvlab_shared.data.segmentation import (
+    ADE_LAYOUT, VOC_LAYOUT, LayoutError, SegmentationDataset, SegSample, ade_samples, voc_samples,
+)
 from cvlab_shared.data.synthetic_seg import write_synthetic_ade, write_synthetic_voc
 
 DATASETS = ("voc", "ade")
@@ -100,6 +103,15 @@ class ALIFEDataModule(pl.LightningDataModule):
             return Path(self.data_root)
         h = self.hparams
         return synthetic_root(self.dataset, h.synthetic_train, h.synthetic_val, h.synthetic_size)
+
+    def check_data(self, stage: str = "fit") -> None:
+        """A given `data_root` exists and holds the VOC / ADE layout: the readers run on it (read-only; the CLI and
+        the driver call this before any model is built or anything is written). The synthetic default (no
+        `data_root`) is written later, in `prepare_data`."""
+        if self.data_root is None:
+            return
+        check_folder(self.data_root, "--data.data_root", VOC_LAYOUT if self.dataset == "voc" else ADE_LAYOUT)
+        self.samples()  # the readers name the missing file or folder and say what they expected
 
     def prepare_data(self) -> None:
         if self.data_root is None:
