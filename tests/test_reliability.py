@@ -46,6 +46,7 @@ DATA_ROOT = {
     "az-nas": ["--data.dataset=cifar10", "--data.data_root"],
     "cacl": ["--data.target=market1501", "--data.target_root"],
     "dkd": ["--data.data_root"],
+    "alife": ["--data.data_root"],
 }
 
 # Small, fast runs for the resume test (default: the package's default config for 2 epochs), and the epoch after
@@ -61,6 +62,11 @@ DKD_TINY = [
     "--data.synthetic_train=40", "--data.synthetic_val=8", "--data.synthetic_size=32", "--data.crop_size=32",
     "--data.batch_size=4", "--data.memory_size=4",
 ]
+ALIFE_TINY = [  # both steps of 15-5 (base, then ALIFE-S1 from the base model), 2 epochs each
+    "--model.epochs=[2,2]", "--model.feature_channels=32", "--trainer.limit_train_batches=2",
+    "--trainer.limit_test_batches=1", "--data.synthetic_train=40", "--data.synthetic_val=8",
+    "--data.synthetic_size=32", "--data.crop_size=32", "--data.batch_size=4",
+]
 VIREID_TINY = [
     "--trainer.max_epochs=3", "--model.width=8", "--model.warmup_epochs=1", "--model.milestones=[2]",
     "--data.image_size=[32,16]", "--data.num_ids=4", "--data.num_pos=2", "--data.num_batches=3",
@@ -73,8 +79,11 @@ FAST = {
     "cacl": CACL_TINY,
     "dkd": DKD_TINY,
     "vireid-dense": VIREID_TINY,
+    "alife": ALIFE_TINY,
 }
 STOP_AFTER = {"cacl": 2}
+# Multi-step drivers: `--run_dir DIR` (one sub-folder per step), results in DIR/step_N/results.json.
+DRIVERS = ("dkd", "alife")
 
 
 @pytest.fixture()
@@ -156,7 +165,7 @@ def test_interrupted_and_resumed_train_equals_uninterrupted(member, user, capsys
     script, main = command(member)
     fast = FAST.get(member.name, ["--trainer.max_epochs=2"])
     stop = STOP_AFTER.get(member.name, 1)
-    dkd_like = member.name == "dkd"
+    dkd_like = member.name in DRIVERS
     here = {"whole": user / "work" / "whole", "parts": user / "work" / "parts"}
     folder = (lambda run: ["--run_dir", str(here[run])]) if dkd_like else (lambda run: [f"--trainer.logger.init_args.save_dir={here[run]}"])
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import re
 import shutil
 import sys
 from collections.abc import Sequence
@@ -36,7 +37,7 @@ from cvlab_shared.data.segmentation import LayoutError
 from cvlab_shared.steps import load_results, pending_steps, save_artifact, save_step_results, step_checkpoint, step_dir, write_table
 from alife.data import ALIFEDataModule
 from alife.memory import FeatureMemory, MemoryFileError
-from alife.module import ALIFEModule, load_step_weights
+from alife.module import STAGES, ALIFEModule, load_step_weights
 from alife.model import build_network, classes_per_step
 from alife.stages import extract_memory, train_rotations
 
@@ -61,6 +62,8 @@ def _driver_parser(command: str) -> argparse.ArgumentParser:
                         help="the forgetting baseline: later steps fine-tune with plain CE (no ALI, KD, MiB init)")
     parser.add_argument("--step", type=int, help="train: (re)run only this step; test: evaluate this step")
     parser.add_argument("--run_dir", type=Path, help="run folder (default runs/alife/<dataset>_<task>_<setting>_<method>)")
+    parser.add_argument("--ckpt_path", help="train: resume the interrupted stage whose last.ckpt this is (in its run "
+                        "folder), then run the stages after it; test: the checkpoint to evaluate")
     if command == "train":
         parser.add_argument("--base_from", type=Path, help="reuse the finished step 0 of another run folder")
     parser.add_argument("-h", "--help", action="store_true")
@@ -303,19 +306,33 @@ class Run:
         print(f"saved {self.dir / 'table.md'} and {self.dir / 'table.csv'}", flush=True)
 
 
-def _check_inputs(run: Run, stage: str, passthrough: Sequence[str]) -> None:
+def _check_inputs(run: Run, stage: str, options: argparse.Namespace) -> Path | None:
     """Before any model is built or anything is written: the data root's layout and a given checkpoint."""
     run.datamodule.check_data(stage)
-    for i, arg in enumerate(passthrough):
-        if arg.startswith("--ckpt_path="):
-            check_checkpoint(arg.split("=", 1)[1])
-        elif arg == "--ckpt_path" and i + 1 < len(passthrough):
-            check_checkpoint(passthrough[i + 1])
+    return None if options.ckpt_path is None else check_checkpoint(options.ckpt_path)
+
+
+def _stage_run_dir(checkpoint: Path) -> Path:
+    """The run folder of a stage's `last.ckpt`: `RUN/step_0/last.ckpt` or `RUN/step_N/<stage>/last.ckpt`."""
+    folder = checkpoint.expanduser().absolute().parent
+    if re.fullmatch(r"step_0", folder.name):
+        return folder.parent
+    if folder.name in STAGES and re.fullmatch(r"step_\d+", folder.parent.name):
+        return folder.parent.parent
+    raise InputError(f"--ckpt_path {checkpoint}: expected a stage checkpoint <run_dir>/step_0/last.ckpt or "
+                     f"<run_dir>/step_N/<{'|'.join(s for s in STAGES if s != 'base')}>/last.ckpt")
 
 
 def train(options: argparse.Namespace, passthrough: list[str]) -> None:
     run = Run(options, passthrough)
-    _check_inputs(run, "fit", passthrough)
+    checkpoint = _check_inputs(run, "fit", options)
+    if checkpoint is not None:
+        # every interrupted stage resumes from its own last.ckpt: the checkpoint names the run folder
+        where = _stage_run_dir(checkpoint)
+        if options.run_dir is not None and where.resolve() != options.run_dir.expanduser().resolve():
+            raise InputError(f"--ckpt_path {checkpoint} is not in --run_dir {options.run_dir}; expected "
+                             f"{options.run_dir}/step_N/.../last.ckpt")
+        run.dir = options.run_dir or where
     if options.base_from is not None:
         run.adopt_base(options.base_from)
     try:
@@ -331,12 +348,14 @@ def train(options: argparse.Namespace, passthrough: list[str]) -> None:
 
 def test(options: argparse.Namespace, passthrough: list[str]) -> None:
     run = Run(options, passthrough)
-    _check_inputs(run, "test", passthrough)
+    checkpoint = _check_inputs(run, "test", options)
     step = run.task.num_steps - 1 if options.step is None else options.step
     if not 0 <= step < run.task.num_steps:
         raise DriverError(f"task {run.task.name} has steps 0..{run.task.num_steps - 1}, got {step}")
     extra = []
-    if not any(a.startswith("--ckpt_path") for a in passthrough):
+    if checkpoint is not None:
+        extra.append(f"--ckpt_path={checkpoint}")
+    else:
         extra.append(f"--ckpt_path={run.require(step_checkpoint(run.dir, step), f'the step-{step} model', step)}")
     cli = run.lightning("test", "base" if step == 0 else "step1", step, extra, version="test")
     if cli.trainer.is_global_zero:
