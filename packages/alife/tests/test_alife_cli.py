@@ -126,3 +126,27 @@ def test_paper_configs_hold_the_released_per_step_values(name, step, expected):
     got = tuple(per_step(model[k], step) for k in ("ali", "kd", "replay_ali", "replay_mem"))
     assert got + (model["epochs"][step],) == expected
     assert model["memory_per_class"] == 1000 and model["backbone"] == "resnet101"
+
+
+def test_wrong_data_layout_fails_before_anything_is_written(cache, capsys):
+    junk = cache / "junk"
+    junk.mkdir()
+    (junk / "readme.txt").write_text("not VOC")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--data.data_root", str(junk), "--run_dir", str(cache / "run"), *TINY])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2
+    assert len(err) == 1 and err[0].startswith("error:") and "junk" in err[0] and "expected" in err[0], err
+    assert not (cache / "run").exists() and not (cache / "cache").exists()
+
+
+def test_train_ckpt_path_must_be_a_stage_checkpoint(cache, capsys):
+    elsewhere = cache / "elsewhere"
+    elsewhere.mkdir()
+    torch.save({"state_dict": {}}, elsewhere / "last.ckpt")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--ckpt_path", str(elsewhere / "last.ckpt"), *TINY])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2
+    assert len(err) == 1 and "elsewhere" in err[0] and "expected a stage checkpoint" in err[0], err
+    assert not (cache / "runs").exists()
