@@ -150,3 +150,29 @@ def test_train_ckpt_path_must_be_a_stage_checkpoint(cache, capsys):
     assert exit_info.value.code == 2
     assert len(err) == 1 and "elsewhere" in err[0] and "expected a stage checkpoint" in err[0], err
     assert not (cache / "runs").exists()
+
+
+@pytest.mark.slow
+def test_alife_m_replay_stage_interrupted_and_resumed_equals_uninterrupted(cache, capsys, monkeypatch):
+    """ALIFE-M's replay stage (after memory extraction and rotation training) stopped after 1 of 2 epochs and resumed
+    with --ckpt_path gives exactly the results of an uninterrupted run (CPU)."""
+    import signal
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    tiny = [a for a in TINY if not a.startswith(("--trainer.max_epochs", "--model.epochs"))]
+    tiny += ["--model.epochs=[1,1]", "--model.replay_epochs=2"]  # StopAfter(epoch=1) fires in the replay stage only
+    whole, parts = cache / "whole", cache / "parts"
+    main(["train", "--memory", "--run_dir", str(whole), *tiny])
+    handler = signal.getsignal(signal.SIGINT)
+    with pytest.raises(SystemExit):
+        main(["train", "--memory", "--run_dir", str(parts), *tiny, "--trainer.callbacks+=stop_after.StopAfter",
+              "--trainer.callbacks.epoch=1"])
+    signal.signal(signal.SIGINT, handler)
+    assert (parts / "step_1" / "memory_rotated.pt").exists() and not (parts / "step_1" / "results.json").exists()
+    main(["train", "--memory", *tiny, f"--ckpt_path={parts / 'step_1' / 'step3' / 'last.ckpt'}"])
+    assert "step 1 step3: resuming from" in capsys.readouterr().out
+    timing = ("extract_seconds", "extract_seconds_per_class", "rotation_seconds", "rotation_seconds_per_class")
+    for step in (0, 1):
+        a, b = (json.loads((run / f"step_{step}" / "results.json").read_text()) for run in (whole, parts))
+        assert {k: v for k, v in a.items() if k not in timing} == {k: v for k, v in b.items() if k not in timing}
