@@ -27,6 +27,7 @@ SMOKE = {
     "cvlab-dkd": [["dkd", "train", "--help"]],
     "vireid-dense": [["vireid-dense", "train", "--help"]],
     "stmn": [["stmn", "train", "--help"]],
+    "cvlab-alife": [["alife", "train", "--help"]],
 }
 
 

@@ -47,6 +47,7 @@ DATA_ROOT = {
     "cacl": ["--data.target=market1501", "--data.target_root"],
     "dkd": ["--data.data_root"],
     "stmn": ["--data.dataset=mars", "--data.data_root"],
+    "alife": ["--data.data_root"],
 }
 
 # Small, fast runs for the resume test (default: the package's default config for 2 epochs), and the epoch after
@@ -61,6 +62,11 @@ DKD_TINY = [
     "--trainer.max_epochs=2", "--trainer.limit_train_batches=2", "--trainer.limit_test_batches=1",
     "--data.synthetic_train=40", "--data.synthetic_val=8", "--data.synthetic_size=32", "--data.crop_size=32",
     "--data.batch_size=4", "--data.memory_size=4",
+]
+ALIFE_TINY = [  # both steps of 15-5 (base, then ALIFE-S1 from the base model), 2 epochs each
+    "--model.epochs=[2,2]", "--model.feature_channels=32", "--trainer.limit_train_batches=2",
+    "--trainer.limit_test_batches=1", "--data.synthetic_train=40", "--data.synthetic_val=8",
+    "--data.synthetic_size=32", "--data.crop_size=32", "--data.batch_size=4",
 ]
 VIREID_TINY = [
     "--trainer.max_epochs=3", "--model.width=8", "--model.warmup_epochs=1", "--model.milestones=[2]",
@@ -81,8 +87,11 @@ FAST = {
     "dkd": DKD_TINY,
     "vireid-dense": VIREID_TINY,
     "stmn": STMN_TINY,
+    "alife": ALIFE_TINY,
 }
 STOP_AFTER = {"cacl": 2}
+# Multi-step drivers: `--run_dir DIR` (one sub-folder per step), results in DIR/step_N/results.json.
+DRIVERS = ("dkd", "alife")
 
 
 @pytest.fixture()
@@ -164,7 +173,7 @@ def test_interrupted_and_resumed_train_equals_uninterrupted(member, user, capsys
     script, main = command(member)
     fast = FAST.get(member.name, ["--trainer.max_epochs=2"])
     stop = STOP_AFTER.get(member.name, 1)
-    dkd_like = member.name == "dkd"
+    dkd_like = member.name in DRIVERS
     here = {"whole": user / "work" / "whole", "parts": user / "work" / "parts"}
     folder = (lambda run: ["--run_dir", str(here[run])]) if dkd_like else (lambda run: [f"--trainer.logger.init_args.save_dir={here[run]}"])
 
