@@ -156,6 +156,9 @@ class BPCLModule(pl.LightningModule):
         return out.feature if self.hparams.contrast_feature == "backbone" else out.branches
 
     def calibration_strength(self) -> float:
+        """beta in [0, 1]: the share of the ramp done (1 outside a Trainer)."""
+        if self._trainer is None:
+            return 1.0
         total = max(1, int(self.trainer.estimated_stepping_batches * self.hparams.calibration_ramp))
         return min(1.0, self.global_step / total)
 
