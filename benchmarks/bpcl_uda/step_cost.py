@@ -18,7 +18,13 @@ import torch
 
 from bpcl_uda.module import BPCLModule
 
-RELEASE = {"release_contrast": True, "release_entropy": True, "contrast_feature": "branches", "dynamic_labels": False, "calibration": False}
+RELEASE = {
+    "release_contrast": True,
+    "release_entropy": True,
+    "contrast_feature": "branches",
+    "dynamic_labels": False,
+    "calibration": False,
+}
 
 
 def timed_steps(module: BPCLModule, batch, repeats: int) -> float:
@@ -54,9 +60,13 @@ def main() -> None:
     for name, options in (("BPCL, paper conventions", {}), ("BPCL, release conventions", RELEASE)):
         module = BPCLModule("adapt", backbone=o.backbone, freeze_bn=False, **options).train()
         module.net.load_state_dict(source_only.net.state_dict())
-        rows.append((name, timed_steps(module, {"source": (image_s, label_s), "target": (image_t, label_t)}, o.repeats)))
-    print(f"{o.backbone}, batch {o.batch} + {o.batch} at {height} x {width}, CPU threads {torch.get_num_threads()}, "
-          f"median of {o.repeats} steps\n")
+        rows.append(
+            (name, timed_steps(module, {"source": (image_s, label_s), "target": (image_t, label_t)}, o.repeats))
+        )
+    print(
+        f"{o.backbone}, batch {o.batch} + {o.batch} at {height} x {width}, CPU threads {torch.get_num_threads()}, "
+        f"median of {o.repeats} steps\n"
+    )
     print("| step | seconds | ratio to source-only |\n|---|---:|---:|")
     for name, seconds in rows:
         print(f"| {name} | {seconds:.3f} | {seconds / base:.2f} |")

@@ -29,15 +29,31 @@ import time
 from pathlib import Path
 
 VARIANTS = {
-    "self-training": ["--model.lambda_t2s=0", "--model.lambda_s2t=0", "--model.dynamic_labels=false", "--model.calibration=false"],
+    "self-training": [
+        "--model.lambda_t2s=0",
+        "--model.lambda_s2t=0",
+        "--model.dynamic_labels=false",
+        "--model.calibration=false",
+    ],
     "BPCL": [],
     "t2s only": ["--model.lambda_s2t=0"],
     "s2t only": ["--model.lambda_t2s=0"],
-    "release loss": ["--model.release_contrast=true", "--model.release_entropy=true", "--model.contrast_feature=branches",
-                     "--model.dynamic_labels=false", "--model.calibration=false"],
+    "release loss": [
+        "--model.release_contrast=true",
+        "--model.release_entropy=true",
+        "--model.contrast_feature=branches",
+        "--model.dynamic_labels=false",
+        "--model.calibration=false",
+    ],
 }
-TINY = ["--data.synthetic_source=16", "--data.synthetic_target=16", "--data.synthetic_val=8", "--trainer.max_epochs=1",
-        "--model.source_only_epochs=2", "--trainer.log_every_n_steps=1"]
+TINY = [
+    "--data.synthetic_source=16",
+    "--data.synthetic_target=16",
+    "--data.synthetic_val=8",
+    "--trainer.max_epochs=1",
+    "--model.source_only_epochs=2",
+    "--trainer.log_every_n_steps=1",
+]
 # t quantiles (two-sided 95 %) by degrees of freedom
 T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
 
@@ -45,7 +61,9 @@ T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8
 def run(args: list[str], log: Path) -> None:
     env = {**os.environ, "WANDB_MODE": "disabled"}
     with open(log, "a") as f:
-        subprocess.run([sys.executable, "-m", "bpcl_uda", "train", *args], check=True, stdout=f, stderr=subprocess.STDOUT, env=env)
+        subprocess.run(
+            [sys.executable, "-m", "bpcl_uda", "train", *args], check=True, stdout=f, stderr=subprocess.STDOUT, env=env
+        )
 
 
 def run_seed(seed: int, out: Path, rounds: int, extra: list[str]) -> None:
@@ -76,9 +94,13 @@ def summarise(out: Path, seeds: list[int], rounds: int, key: str = "mIoU16") -> 
     last = f"round_{rounds - 1}"
     table = {"source-only": [score(s, "BPCL", "source_only") for s in seeds]}
     table.update({name: [score(s, name, last) for s in seeds] for name in VARIANTS})
-    lines = [f"Target val {key} (%) after {rounds} round(s), per seed {seeds}\n",
-             "| variant | " + " | ".join(f"seed {s}" for s in seeds) + " | mean | vs source-only, 95 % CI | vs self-training, 95 % CI |",
-             "|---|" + "---:|" * (len(seeds) + 3)]
+    lines = [
+        f"Target val {key} (%) after {rounds} round(s), per seed {seeds}\n",
+        "| variant | "
+        + " | ".join(f"seed {s}" for s in seeds)
+        + " | mean | vs source-only, 95 % CI | vs self-training, 95 % CI |",
+        "|---|" + "---:|" * (len(seeds) + 3),
+    ]
     for name, values in table.items():
         vs_source = interval([v - b for v, b in zip(values, table["source-only"], strict=True)])
         vs_self = interval([v - b for v, b in zip(values, table["self-training"], strict=True)])

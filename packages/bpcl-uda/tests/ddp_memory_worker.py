@@ -29,7 +29,9 @@ def batch(seed: int = 0) -> tuple[torch.Tensor, ...]:
 def step(memory: PrototypeMemory, feature_s, label_s, feature_t, label_t) -> torch.Tensor:
     """The memory updates of one adaptation step (module.BPCLModule.training_step, paper convention)."""
     memory.update("source", feature_s, label_s)
-    dynamic = transfer_labels(feature_t, memory.calibrated_source(0.5), memory.seen_source, label_t.shape[-2:], 0.1, 0.3)
+    dynamic = transfer_labels(
+        feature_t, memory.calibrated_source(0.5), memory.seen_source, label_t.shape[-2:], 0.1, 0.3
+    )
     pseudo = hybrid_pseudo_labels(label_t, dynamic)
     memory.update("target", feature_t, pseudo)
     memory.update_calibration()

@@ -52,7 +52,16 @@ def test_train_rounds_table_plot_rerun_and_test(cache, capsys):
     main(["train", "--rounds", "1", "--run_dir", str(run), *TINY])
     assert "round_0 already done" in capsys.readouterr().out
 
-    main(["test", "--run_dir", str(run), "--data.synthetic_source=8", "--data.synthetic_target=8", "--data.synthetic_val=4"])
+    main(
+        [
+            "test",
+            "--run_dir",
+            str(run),
+            "--data.synthetic_source=8",
+            "--data.synthetic_target=8",
+            "--data.synthetic_val=4",
+        ]
+    )
     assert "| class | round_0 |" in capsys.readouterr().out
 
 
@@ -71,8 +80,14 @@ def test_bad_inputs_are_one_error_line(cache, capsys):
     synthia = root / "synthia" / "RAND_CITYSCAPES"
     cases = [
         ([f"--data.source_root={synthia}", f"--data.target_root={no_gtfine}"], "no gtFine/train under"),
-        ([f"--data.source_root={synthia}", f"--data.target_root={root / 'cityscapes'}",
-          "--data.synthia_labels=GT/synthia_mapped_to_cityscapes"], "missing"),
+        (
+            [
+                f"--data.source_root={synthia}",
+                f"--data.target_root={root / 'cityscapes'}",
+                "--data.synthia_labels=GT/synthia_mapped_to_cityscapes",
+            ],
+            "missing",
+        ),
     ]
     (synthia / "GT" / "synthia_mapped_to_cityscapes").mkdir()
     for label in (synthia / "GT" / "LABELS").iterdir():

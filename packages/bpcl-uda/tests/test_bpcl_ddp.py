@@ -17,7 +17,9 @@ from ddp_memory_worker import batch, step  # noqa: E402
 def test_memory_identical_on_two_processes_and_equal_to_one(tmp_path):
     worker = Path(__file__).with_name("ddp_memory_worker.py")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, str(worker), str(tmp_path)], capture_output=True, text=True, env=env, timeout=300)
+    done = subprocess.run(
+        [sys.executable, str(worker), str(tmp_path)], capture_output=True, text=True, env=env, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
     single = PrototypeMemory(5, 6, momentum=0.5, calibration_momentum=0.5)

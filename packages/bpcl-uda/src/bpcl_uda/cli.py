@@ -24,7 +24,7 @@ import yaml
 
 from bpcl_uda.data import BPCLDataModule
 from bpcl_uda.module import BPCLModule
-from bpcl_uda.pseudo_labels import pseudo_label_dir, require_pseudo_labels, write_pseudo_labels
+from bpcl_uda.pseudo_labels import pseudo_label_dir, write_pseudo_labels
 from cvlab_shared.cli import packaged_configs, run_cli
 from cvlab_shared.data.segmentation import CITYSCAPES_CLASSES, LayoutError
 from cvlab_shared.metrics.uda import MIOU16_CLASSES
@@ -42,12 +42,17 @@ def best_checkpoint(run_dir: Path, stage: str) -> Path:
 
 
 def _parser(command: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=f"bpcl-uda {command}", add_help=False,
-                                     description="Other arguments go to LightningCLI (listed below with --help).")
+    parser = argparse.ArgumentParser(
+        prog=f"bpcl-uda {command}",
+        add_help=False,
+        description="Other arguments go to LightningCLI (listed below with --help).",
+    )
     parser.add_argument("--run_dir", type=Path, help="run folder (default runs/bpcl-uda/<source>[-synthetic])")
     if command == "train":
         parser.add_argument("--rounds", type=int, help="self-training rounds (default: the config's model.rounds)")
-        parser.add_argument("--round", type=int, help="(re)run only this round; its pseudo labels come from the previous stage")
+        parser.add_argument(
+            "--round", type=int, help="(re)run only this round; its pseudo labels come from the previous stage"
+        )
         parser.add_argument("--plot", action="store_true", help="save target images, labels, predictions before/after")
     else:
         parser.add_argument("--stage", help="source_only or round_R (default: the last finished stage)")
@@ -58,8 +63,13 @@ def _parser(command: str) -> argparse.ArgumentParser:
 def config_values(passthrough: Sequence[str]) -> dict[str, object]:
     """data.source/source_root/target_root and model.rounds as the LightningCLI runs will see them."""
     configs = packaged_configs(PACKAGE)
-    values: dict[str, object] = {"source": "gta5", "source_root": None, "target_root": None, "rounds": 10,
-                                 "source_only_epochs": None}
+    values: dict[str, object] = {
+        "source": "gta5",
+        "source_root": None,
+        "target_root": None,
+        "rounds": 10,
+        "source_only_epochs": None,
+    }
     files: list[object] = [configs["default"]] if "default" in configs else []
     items = list(passthrough)
     keys = {f"--{group}.{f}" for group, fields in FIELDS.items() for f in fields}
@@ -84,8 +94,11 @@ def config_values(passthrough: Sequence[str]) -> dict[str, object]:
 def _stage_args(passthrough: Sequence[str], run_dir: Path, stage: str, version: str = "") -> list[str]:
     args = [*passthrough, f"--checkpoint.dirpath={stage_dir(run_dir, stage)}", "--checkpoint.filename=best"]
     if not any(a == "--logger" or a.startswith(("--logger=", "--trainer.logger")) for a in passthrough):
-        args += [f"--trainer.logger.save_dir={run_dir}", "--trainer.logger.name=",
-                 f"--trainer.logger.version={stage}{'/' + version if version else ''}"]
+        args += [
+            f"--trainer.logger.save_dir={run_dir}",
+            "--trainer.logger.name=",
+            f"--trainer.logger.version={stage}{'/' + version if version else ''}",
+        ]
     return args
 
 
@@ -127,10 +140,20 @@ def make_pseudo_labels(run_dir: Path, round_index: int, datamodule: BPCLDataModu
     dataset = datamodule.target_train_eval_set()
     names = [s.name for s in datamodule.target_train_samples]
     h = model.hparams
-    stats = write_pseudo_labels(folder, names, predict_dataset(model, dataset), h.num_classes,
-                                h.class_proportion, h.image_proportion, datamodule.excluded_classes)
-    print(f"round {round_index}: pseudo labels from the {previous} model in {folder} "
-          f"({100 * stats['labelled_share']:.1f}% of target pixels labelled)", flush=True)
+    stats = write_pseudo_labels(
+        folder,
+        names,
+        predict_dataset(model, dataset),
+        h.num_classes,
+        h.class_proportion,
+        h.image_proportion,
+        datamodule.excluded_classes,
+    )
+    print(
+        f"round {round_index}: pseudo labels from the {previous} model in {folder} "
+        f"({100 * stats['labelled_share']:.1f}% of target pixels labelled)",
+        flush=True,
+    )
 
 
 def per_class_table(results: dict[str, dict]) -> str:
@@ -182,7 +205,9 @@ def _datamodule(values: dict[str, object], passthrough: Sequence[str]) -> BPCLDa
     """The datamodule as the stage runs will build it (for input checks, pseudo labels and plots)."""
     default = packaged_configs(PACKAGE).get("default")
     head = ["--config", str(default)] if default is not None else []
-    cli = run_cli(BPCLModule, BPCLDataModule, package=PACKAGE, args=[*head, *passthrough], run=False, monitor="val/mIoU19")
+    cli = run_cli(
+        BPCLModule, BPCLDataModule, package=PACKAGE, args=[*head, *passthrough], run=False, monitor="val/mIoU19"
+    )
     return cli.datamodule
 
 
@@ -205,17 +230,27 @@ def train(options: argparse.Namespace, passthrough: list[str], values: dict[str,
             r = int(stage.split("_")[1])
             make_pseudo_labels(run_dir, r, datamodule)
             previous = "source_only" if r == 0 else f"round_{r - 1}"
-            args += ["--model.stage=adapt", f"--model.round_index={r}", f"--model.init_checkpoint={best_checkpoint(run_dir, previous)}",
-                     f"--data.pseudo_label_dir={pseudo_label_dir(run_dir, r)}", f"--data.pseudo_round={r}"]
+            args += [
+                "--model.stage=adapt",
+                f"--model.round_index={r}",
+                f"--model.init_checkpoint={best_checkpoint(run_dir, previous)}",
+                f"--data.pseudo_label_dir={pseudo_label_dir(run_dir, r)}",
+                f"--data.pseudo_round={r}",
+            ]
         print(f"=== {run_dir.name}: {stage} ===", flush=True)
         _record(run_cli(BPCLModule, BPCLDataModule, package=PACKAGE, args=args, monitor="val/mIoU19"), run_dir, stage)
     done = ["source_only"] + [f"round_{r}" for r in range(rounds)]
-    results = {s: json.loads((stage_dir(run_dir, s) / "results.json").read_text())
-               for s in done if (stage_dir(run_dir, s) / "results.json").exists()}
+    results = {
+        s: json.loads((stage_dir(run_dir, s) / "results.json").read_text())
+        for s in done
+        if (stage_dir(run_dir, s) / "results.json").exists()
+    }
     if results:
         table = per_class_table(results)
         (run_dir / "table.md").write_text(table)
-        print(f"\nBPCL {values['source']} -> cityscapes, target val IoU (%) per class and stage:\n\n{table}", flush=True)
+        print(
+            f"\nBPCL {values['source']} -> cityscapes, target val IoU (%) per class and stage:\n\n{table}", flush=True
+        )
         print(f"saved {run_dir / 'table.md'}", flush=True)
     if options.plot and len(results) >= 2:
         shown = ["source_only", list(results)[-1]]
@@ -240,10 +275,13 @@ def main(args: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if args is None else args)
     if not argv or argv[0] not in ("train", "test"):
         asked = bool(argv) and argv[0] in ("-h", "--help")
-        print("usage: bpcl-uda {train,test} [--run_dir DIR] [--rounds N] [--round R] [--plot] [LightningCLI args]\n"
-              "  train  source-only training, then the BPCL self-training rounds\n"
-              "  test   evaluate a stage's best checkpoint on the target validation set\n"
-              "  bpcl-uda train --help lists all options", file=sys.stdout if asked else sys.stderr)
+        print(
+            "usage: bpcl-uda {train,test} [--run_dir DIR] [--rounds N] [--round R] [--plot] [LightningCLI args]\n"
+            "  train  source-only training, then the BPCL self-training rounds\n"
+            "  test   evaluate a stage's best checkpoint on the target validation set\n"
+            "  bpcl-uda train --help lists all options",
+            file=sys.stdout if asked else sys.stderr,
+        )
         raise SystemExit(0 if asked else 2)
     command = argv[0]
     parser = _parser(command)

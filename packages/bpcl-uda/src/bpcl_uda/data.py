@@ -37,7 +37,13 @@ class ScaleCropFlip:
     """Training transform of the release: optional resize, random scale from `scales`, random crop (padding with 0 /
     255 if needed), horizontal flip, normalisation. Randomness from torch's generator (seeded runs repeat)."""
 
-    def __init__(self, crop_size: Sequence[int], resize: Size = None, scales: Sequence[float] = (0.8, 1.0, 1.2), flip: bool = True) -> None:
+    def __init__(
+        self,
+        crop_size: Sequence[int],
+        resize: Size = None,
+        scales: Sequence[float] = (0.8, 1.0, 1.2),
+        flip: bool = True,
+    ) -> None:
         self.crop, self.resize, self.scales, self.flip = tuple(crop_size), resize, tuple(scales), flip
 
     def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -146,7 +152,9 @@ class BPCLDataModule(pl.LightningDataModule):
 
         def write(folder: Path) -> None:
             print(f"writing the synthetic source/target pair to {cache_dir('synthetic') / name}", flush=True)
-            write_synthetic_uda(folder, h.synthetic_source, h.synthetic_target, h.synthetic_val, height, width, h.synthetic_seed)
+            write_synthetic_uda(
+                folder, h.synthetic_source, h.synthetic_target, h.synthetic_val, height, width, h.synthetic_seed
+            )
 
         return build_once(cache_dir("synthetic") / name, write)
 
@@ -219,7 +227,9 @@ class BPCLDataModule(pl.LightningDataModule):
         source = self._loader(self.train_source, train=True)
         if self.train_target is None:
             return source
-        return CombinedLoader({"source": source, "target": self._loader(self.train_target, train=True)}, "max_size_cycle")
+        return CombinedLoader(
+            {"source": source, "target": self._loader(self.train_target, train=True)}, "max_size_cycle"
+        )
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, train=False)

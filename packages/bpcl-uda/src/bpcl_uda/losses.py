@@ -75,7 +75,9 @@ def direction_loss(
     return weighted_cross_entropy(logits, label, class_weight.to(logits.dtype))
 
 
-def release_direction_logits(feature: torch.Tensor, prototypes: torch.Tensor, size: tuple[int, int], temperature: float) -> torch.Tensor:
+def release_direction_logits(
+    feature: torch.Tensor, prototypes: torch.Tensor, size: tuple[int, int], temperature: float
+) -> torch.Tensor:
     """The release's logits: cosine with exact zeros set to -1, divided by tau, nearest-upsampled to `size`."""
     cosine = cosine_logits(feature, prototypes, 1.0)
     cosine = torch.where(cosine == 0, torch.full_like(cosine, -1.0), cosine)

@@ -126,11 +126,18 @@ class BPCLModule(pl.LightningModule):
         if contrast_feature not in FEATURES:
             raise ValueError(f"contrast_feature must be one of {FEATURES}, got {contrast_feature!r}")
         self.save_hyperparameters()
-        h = self.hparams
-        self.net = DeepLabV2(num_classes, backbone, output_stride, pretrained=pretrained if stage == "source_only" else None, freeze_bn=freeze_bn)
+        self.net = DeepLabV2(
+            num_classes,
+            backbone,
+            output_stride,
+            pretrained=pretrained if stage == "source_only" else None,
+            freeze_bn=freeze_bn,
+        )
         channels = self.net.feature_channels if contrast_feature == "backbone" else 4 * num_classes
         self.memory = PrototypeMemory(num_classes, channels, prototype_momentum, calibration_momentum)
-        self.contrast = PixelPrototypeContrast(num_classes, temperature, lambda_t2s, lambda_s2t, release=release_contrast)
+        self.contrast = PixelPrototypeContrast(
+            num_classes, temperature, lambda_t2s, lambda_s2t, release=release_contrast
+        )
         self.val_metric = SegmentationMetrics(num_classes)
         self.test_metric = SegmentationMetrics(num_classes)
         self.test_results: dict[str, Any] = {}
@@ -140,12 +147,16 @@ class BPCLModule(pl.LightningModule):
         h = self.hparams
         datamodule = getattr(self.trainer, "datamodule", None)
         if stage == "fit" and datamodule is not None and datamodule.adapting != (h.stage == "adapt"):
-            raise ValueError(f"model.stage={h.stage} needs data.pseudo_label_dir {'set' if h.stage == 'adapt' else 'unset'}")
+            raise ValueError(
+                f"model.stage={h.stage} needs data.pseudo_label_dir {'set' if h.stage == 'adapt' else 'unset'}"
+            )
         if stage == "fit" and h.init_checkpoint and not self._loaded:
             missing, unexpected = self.net.load_state_dict(load_net_weights(h.init_checkpoint), strict=False)
             if missing or unexpected:
-                raise ValueError(f"{h.init_checkpoint} is not a BPCL checkpoint of this model "
-                                 f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+                raise ValueError(
+                    f"{h.init_checkpoint} is not a BPCL checkpoint of this model "
+                    f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
+                )
             self._loaded = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -183,17 +194,31 @@ class BPCLModule(pl.LightningModule):
             memory.update("source", feature_s, label_s)
             if h.dynamic_labels:
                 prototypes = memory.calibrated_source(self.calibration_strength()) if h.calibration else memory.source
-                dynamic = transfer_labels(feature_t, prototypes, memory.seen_source, label_t.shape[-2:], h.temperature, h.transfer_threshold)
+                dynamic = transfer_labels(
+                    feature_t, prototypes, memory.seen_source, label_t.shape[-2:], h.temperature, h.transfer_threshold
+                )
                 pseudo = hybrid_pseudo_labels(label_t, dynamic)
-                parts["pseudo_agree"] = ((dynamic == label_t) & (label_t != IGNORE_INDEX)).float().sum() / (label_t != IGNORE_INDEX).sum().clamp_min(1)
+                parts["pseudo_agree"] = ((dynamic == label_t) & (label_t != IGNORE_INDEX)).float().sum() / (
+                    label_t != IGNORE_INDEX
+                ).sum().clamp_min(1)
             memory.update("target", feature_t, pseudo)
             if h.calibration:
                 memory.update_calibration()
             metric, terms = self.contrast(
-                feature_s, label_s, feature_t, pseudo, memory.source, memory.target, memory.seen_source, memory.seen_target
+                feature_s,
+                label_s,
+                feature_t,
+                pseudo,
+                memory.source,
+                memory.target,
+                memory.seen_source,
+                memory.seen_target,
             )
         ce_s, ce_t = cross_entropy(logits_s, label_s), cross_entropy(logits_t, pseudo)
-        entropy = entropy_map(logits_s, h.release_entropy).mean() + h.lambda_target * entropy_map(logits_t, h.release_entropy).mean()
+        entropy = (
+            entropy_map(logits_s, h.release_entropy).mean()
+            + h.lambda_target * entropy_map(logits_t, h.release_entropy).mean()
+        )
         loss = ce_s + h.lambda_target * ce_t + h.lambda_entropy * entropy + metric
         parts.update({"ce_source": ce_s, "ce_target": ce_t, "entropy": entropy, **terms})
         self.log("train/loss", loss, prog_bar=True, sync_dist=True)
@@ -231,8 +256,10 @@ class BPCLModule(pl.LightningModule):
     # -- optimisation -----------------------------------------------------------------------------------------------
     def configure_optimizers(self) -> dict[str, Any]:
         h = self.hparams
-        lr = h.lr * (h.round_lr_decay ** h.round_index if h.stage == "adapt" else 1.0)
-        optimizer = torch.optim.SGD(self.net.parameter_groups(lr, h.head_lr_mult), lr=lr, momentum=h.momentum, weight_decay=h.weight_decay)
+        lr = h.lr * (h.round_lr_decay**h.round_index if h.stage == "adapt" else 1.0)
+        optimizer = torch.optim.SGD(
+            self.net.parameter_groups(lr, h.head_lr_mult), lr=lr, momentum=h.momentum, weight_decay=h.weight_decay
+        )
         horizon = max(1.0, h.poly_horizon * float(self.trainer.estimated_stepping_batches))
 
         def factor(step: int) -> float:

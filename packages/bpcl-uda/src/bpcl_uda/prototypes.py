@@ -41,7 +41,9 @@ class PrototypeMemory(nn.Module):
     Buffers (saved in checkpoints): `source`, `target`, `bias` [K, C]; `seen_source`, `seen_target`, `seen_bias` [K].
     """
 
-    def __init__(self, num_classes: int, channels: int, momentum: float = 0.99, calibration_momentum: float = 0.99) -> None:
+    def __init__(
+        self, num_classes: int, channels: int, momentum: float = 0.99, calibration_momentum: float = 0.99
+    ) -> None:
         super().__init__()
         self.num_classes, self.momentum, self.calibration_momentum = num_classes, momentum, calibration_momentum
         for name in ("source", "target", "bias"):
@@ -49,7 +51,9 @@ class PrototypeMemory(nn.Module):
             self.register_buffer(f"seen_{name}", torch.zeros(num_classes, dtype=torch.bool))
 
     @staticmethod
-    def _blend(old: torch.Tensor, seen: torch.Tensor, new: torch.Tensor, present: torch.Tensor, m: float) -> torch.Tensor:
+    def _blend(
+        old: torch.Tensor, seen: torch.Tensor, new: torch.Tensor, present: torch.Tensor, m: float
+    ) -> torch.Tensor:
         blended = torch.where(seen[:, None], m * old + (1 - m) * new, new)
         return torch.where(present[:, None], blended, old)
 

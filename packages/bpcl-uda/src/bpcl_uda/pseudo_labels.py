@@ -21,7 +21,10 @@ from bpcl_uda.losses import IGNORE_INDEX
 
 
 def class_balanced_thresholds(
-    confidence: torch.Tensor, prediction: torch.Tensor, num_classes: int, proportion: float = 0.1,
+    confidence: torch.Tensor,
+    prediction: torch.Tensor,
+    num_classes: int,
+    proportion: float = 0.1,
     excluded: Sequence[int] = (),
 ) -> torch.Tensor:
     """Per-class thresholds [K]: the confidence of rank floor(n_k * proportion) among the n_k pixels predicted as
@@ -39,7 +42,10 @@ def class_balanced_thresholds(
 
 
 def select_pseudo_labels(
-    confidence: torch.Tensor, prediction: torch.Tensor, thresholds: torch.Tensor, image_proportion: float = 0.1,
+    confidence: torch.Tensor,
+    prediction: torch.Tensor,
+    thresholds: torch.Tensor,
+    image_proportion: float = 0.1,
     excluded: Sequence[int] = (),
 ) -> torch.Tensor:
     """Pseudo label [H, W] of one image: arg-max where confident for its class or in the image's top share."""

@@ -51,7 +51,9 @@ def check_synthia_label_format(path: Path, labels: str) -> None:
         )
 
 
-def source_samples(dataset: str, root: str | Path, synthia_labels: str = "GT/LABELS") -> tuple[list[SegSample], np.ndarray]:
+def source_samples(
+    dataset: str, root: str | Path, synthia_labels: str = "GT/LABELS"
+) -> tuple[list[SegSample], np.ndarray]:
     """(samples, label lookup table to train ids) of a UDA source dataset ('gta5' or 'synthia')."""
     if dataset == "gta5":
         return gta5_samples(root), lookup_table(CITYSCAPES_ID_TO_TRAINID)
@@ -68,5 +70,7 @@ def target_samples(root: str | Path, split: str = "train") -> tuple[list[SegSamp
     """(samples, label lookup table) of Cityscapes `split`; a root without `gtFine/<split>` is a LayoutError."""
     base = _find_root(root, "leftImg8bit", ["cityscapes"], CITYSCAPES_LAYOUT)
     if not (base / "gtFine" / split).is_dir():
-        raise LayoutError(f"no gtFine/{split} under {base} (Cityscapes fine labels)\nexpected layout: {CITYSCAPES_LAYOUT}")
+        raise LayoutError(
+            f"no gtFine/{split} under {base} (Cityscapes fine labels)\nexpected layout: {CITYSCAPES_LAYOUT}"
+        )
     return cityscapes_samples(base, split), lookup_table(CITYSCAPES_ID_TO_TRAINID)
