@@ -26,6 +26,7 @@ SMOKE = {
     "cvlab-cacl": [["cacl", "train", "--help"]],
     "cvlab-dkd": [["dkd", "train", "--help"]],
     "vireid-dense": [["vireid-dense", "train", "--help"]],
+    "bpcl-uda": [["bpcl-uda", "train", "--help"]],
 }
 
 
