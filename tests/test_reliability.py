@@ -46,6 +46,7 @@ DATA_ROOT = {
     "az-nas": ["--data.dataset=cifar10", "--data.data_root"],
     "cacl": ["--data.target=market1501", "--data.target_root"],
     "dkd": ["--data.data_root"],
+    "bpcl-uda": ["--data.target_root"],
 }
 
 # Small, fast runs for the resume test (default: the package's default config for 2 epochs), and the epoch after
@@ -66,6 +67,10 @@ VIREID_TINY = [
     "--data.image_size=[32,16]", "--data.num_ids=4", "--data.num_pos=2", "--data.num_batches=3",
     "--data.synthetic_ids=12", "--data.synthetic_images=2", "--data.search_trials=2",
 ]
+BPCL_TINY = [  # source-only 2 epochs (interrupted after 1), then one self-training round of 1 epoch
+    "--model.source_only_epochs=2", "--model.rounds=1", "--trainer.max_epochs=1", "--trainer.limit_train_batches=2",
+    "--data.synthetic_source=8", "--data.synthetic_target=8", "--data.synthetic_val=4", "--data.batch_size=4",
+]
 FAST = {
     "acls": ["--trainer.max_epochs=2", "--model.milestones=[1]"],
     "rankmixup": ["--trainer.max_epochs=2", "--model.milestones=[1]"],
@@ -73,6 +78,7 @@ FAST = {
     "cacl": CACL_TINY,
     "dkd": DKD_TINY,
     "vireid-dense": VIREID_TINY,
+    "bpcl-uda": BPCL_TINY,
 }
 STOP_AFTER = {"cacl": 2}
 
@@ -156,7 +162,7 @@ def test_interrupted_and_resumed_train_equals_uninterrupted(member, user, capsys
     script, main = command(member)
     fast = FAST.get(member.name, ["--trainer.max_epochs=2"])
     stop = STOP_AFTER.get(member.name, 1)
-    dkd_like = member.name == "dkd"
+    dkd_like = member.name in ("dkd", "bpcl-uda")  # multi-stage drivers: --run_dir, per-stage results.json
     here = {"whole": user / "work" / "whole", "parts": user / "work" / "parts"}
     folder = (lambda run: ["--run_dir", str(here[run])]) if dkd_like else (lambda run: [f"--trainer.logger.init_args.save_dir={here[run]}"])
 

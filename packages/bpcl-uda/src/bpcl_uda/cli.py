@@ -1,6 +1,6 @@
 """`bpcl-uda train`: source-only training, then the self-training rounds with BPCL; `bpcl-uda test` evaluates.
 
-    bpcl-uda train [--rounds N] [--round R] [--run_dir DIR] [--plot] [LightningCLI args...]
+    bpcl-uda train [--rounds N] [--round R] [--run_dir DIR] [--ckpt_path FILE] [--plot] [LightningCLI args...]
     bpcl-uda test [--stage source_only|round_R] [--run_dir DIR] [--ckpt_path FILE] [LightningCLI args...]
 
 Stages are LightningCLI `train` runs (`cvlab_shared.cli.run_cli`) in `DIR/source_only` and `DIR/round_R`, each keeping
@@ -9,12 +9,17 @@ round R the best model of the previous stage writes the round's pseudo labels (`
 learning rate halves per round. Finished stages are skipped when the command runs again; `--round R` (re)runs round
 R alone. The end prints source-only vs adapted IoU per class (`DIR/table.md`); `--plot` saves target val images with
 their labels and the predictions before and after adaptation (`DIR/predictions.png`).
+
+Every stage also keeps `last.ckpt` (after every epoch): `bpcl-uda train --ckpt_path DIR/<stage>/last.ckpt` resumes
+that interrupted stage exactly (per-epoch reseeding, prototypes and optimiser from the checkpoint) and runs the later
+stages. Inputs (data roots, checkpoints) are checked before any model is built; a problem is one `error:` line, exit 2.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,7 +30,8 @@ import yaml
 from bpcl_uda.data import BPCLDataModule
 from bpcl_uda.module import BPCLModule
 from bpcl_uda.pseudo_labels import pseudo_label_dir, write_pseudo_labels
-from cvlab_shared.cli import packaged_configs, run_cli
+from cvlab_shared.cli import debug_enabled, fail, packaged_configs, parse_config, run_cli, take_debug_flag
+from cvlab_shared.data.checks import InputError, check_checkpoint
 from cvlab_shared.data.segmentation import CITYSCAPES_CLASSES, LayoutError
 from cvlab_shared.metrics.uda import MIOU16_CLASSES
 
@@ -48,6 +54,9 @@ def _parser(command: str) -> argparse.ArgumentParser:
         description="Other arguments go to LightningCLI (listed below with --help).",
     )
     parser.add_argument("--run_dir", type=Path, help="run folder (default runs/bpcl-uda/<source>[-synthetic])")
+    parser.add_argument(
+        "--ckpt_path", help="train: resume the stage whose last.ckpt this is (DIR/<stage>/last.ckpt); test: evaluate it"
+    )
     if command == "train":
         parser.add_argument("--rounds", type=int, help="self-training rounds (default: the config's model.rounds)")
         parser.add_argument(
@@ -201,22 +210,41 @@ def plot_before_after(run_dir: Path, stages: Sequence[str], datamodule: BPCLData
     return path
 
 
-def _datamodule(values: dict[str, object], passthrough: Sequence[str]) -> BPCLDataModule:
-    """The datamodule as the stage runs will build it (for input checks, pseudo labels and plots)."""
-    default = packaged_configs(PACKAGE).get("default")
-    head = ["--config", str(default)] if default is not None else []
-    cli = run_cli(
-        BPCLModule, BPCLDataModule, package=PACKAGE, args=[*head, *passthrough], run=False, monitor="val/mIoU19"
-    )
-    return cli.datamodule
+def _datamodule(passthrough: Sequence[str]) -> BPCLDataModule:
+    """The datamodule as the stage runs will build it (for input checks, pseudo labels and plots); no model."""
+    config = parse_config(BPCLModule, BPCLDataModule, PACKAGE, list(passthrough))
+    data = config.data
+    return BPCLDataModule(**(data.as_dict() if hasattr(data, "as_dict") else dict(data)))
+
+
+def _resume_point(options: argparse.Namespace, rounds: int) -> tuple[str, Path] | None:
+    """(stage, checkpoint) to resume from `--ckpt_path DIR/<stage>/last.ckpt`, checked before anything runs."""
+    if not options.ckpt_path:
+        return None
+    path = check_checkpoint(options.ckpt_path)
+    stage = path.parent.name
+    match = re.fullmatch(r"round_(\d+)", stage)
+    if not (stage == "source_only" or (match is not None and int(match.group(1)) < rounds)):
+        raise InputError(
+            f"--ckpt_path {path}: expected a stage checkpoint <run_dir>/source_only/last.ckpt or "
+            f"<run_dir>/round_R/last.ckpt (R < {rounds})"
+        )
+    if options.round is not None and stage != f"round_{options.round}":
+        raise InputError(f"--ckpt_path {path} belongs to stage {stage}, not to --round {options.round}")
+    return stage, path
 
 
 def train(options: argparse.Namespace, passthrough: list[str], values: dict[str, object], run_dir: Path) -> None:
-    datamodule = _datamodule(values, passthrough)
-    datamodule.check_inputs()
     rounds = options.rounds if options.rounds is not None else int(values["rounds"])
+    resume = _resume_point(options, rounds)
+    if resume is not None and options.run_dir is None:
+        run_dir = resume[1].parent.parent
+    datamodule = _datamodule(passthrough)
+    datamodule.check_data("fit")  # before any model: one error line, nothing written
     stages = ["source_only"] if options.round is None else []
     stages += [f"round_{r}" for r in ([options.round] if options.round is not None else range(rounds))]
+    if resume is not None:
+        stages = stages[stages.index(resume[0]) :]
     for stage in stages:
         if options.round is None and (stage_dir(run_dir, stage) / "results.json").exists():
             print(f"{stage} already done ({stage_dir(run_dir, stage)}): skipped", flush=True)
@@ -237,6 +265,8 @@ def train(options: argparse.Namespace, passthrough: list[str], values: dict[str,
                 f"--data.pseudo_label_dir={pseudo_label_dir(run_dir, r)}",
                 f"--data.pseudo_round={r}",
             ]
+        if resume is not None and stage == resume[0]:
+            args.append(f"--ckpt_path={resume[1]}")
         print(f"=== {run_dir.name}: {stage} ===", flush=True)
         _record(run_cli(BPCLModule, BPCLDataModule, package=PACKAGE, args=args, monitor="val/mIoU19"), run_dir, stage)
     done = ["source_only"] + [f"round_{r}" for r in range(rounds)]
@@ -261,10 +291,12 @@ def test(options: argparse.Namespace, passthrough: list[str], values: dict[str, 
     finished = sorted((p.parent.name for p in run_dir.glob("*/best.ckpt")), key=lambda s: (s != "source_only", s))
     stage = options.stage or (finished[-1] if finished else "source_only")
     args = ["test", *_stage_args(passthrough, run_dir, stage, version="test")]
-    if not any(a.startswith("--ckpt_path") for a in passthrough):
+    if options.ckpt_path:
+        args.append(f"--ckpt_path={options.ckpt_path}")  # checked by the core CLI before anything is built
+    else:
         checkpoint = best_checkpoint(run_dir, stage)
         if not checkpoint.exists():
-            raise FileNotFoundError(f"no checkpoint of stage {stage} at {checkpoint}; pass --ckpt_path or --run_dir")
+            raise InputError(f"no checkpoint of stage {stage} at {checkpoint}; pass --ckpt_path or --run_dir")
         args.append(f"--ckpt_path={checkpoint}")
     cli = run_cli(BPCLModule, BPCLDataModule, package=PACKAGE, args=args, monitor="val/mIoU19")
     if cli.trainer.is_global_zero:
@@ -272,11 +304,24 @@ def test(options: argparse.Namespace, passthrough: list[str], values: dict[str, 
 
 
 def main(args: Sequence[str] | None = None) -> None:
-    argv = list(sys.argv[1:] if args is None else args)
+    """The `bpcl-uda` command; input errors are one `error:` line with exit status 2, as in every package."""
+    argv = take_debug_flag(list(sys.argv[1:] if args is None else args))
+    try:
+        _main(argv)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except (InputError, LayoutError, FileNotFoundError) as error:
+        if debug_enabled():
+            raise
+        fail(error)
+
+
+def _main(argv: list[str]) -> None:
     if not argv or argv[0] not in ("train", "test"):
         asked = bool(argv) and argv[0] in ("-h", "--help")
         print(
-            "usage: bpcl-uda {train,test} [--run_dir DIR] [--rounds N] [--round R] [--plot] [LightningCLI args]\n"
+            "usage: bpcl-uda {train,test} [--run_dir DIR] [--rounds N] [--round R] [--ckpt_path FILE] [--plot] "
+            "[LightningCLI args]\n"
             "  train  source-only training, then the BPCL self-training rounds\n"
             "  test   evaluate a stage's best checkpoint on the target validation set\n"
             "  bpcl-uda train --help lists all options",
@@ -286,8 +331,6 @@ def main(args: Sequence[str] | None = None) -> None:
     command = argv[0]
     parser = _parser(command)
     options, passthrough = parser.parse_known_args(argv[1:])
-    debug = "--debug" in passthrough
-    passthrough = [a for a in passthrough if a != "--debug"]
     if options.help:
         parser.print_help()
         print("\nLightningCLI arguments of each stage:\n", flush=True)
@@ -296,10 +339,4 @@ def main(args: Sequence[str] | None = None) -> None:
     values = config_values(passthrough)
     name = f"{values['source']}{'' if values['source_root'] else '-synthetic'}"
     run_dir = options.run_dir or Path("runs") / "bpcl-uda" / name
-    try:
-        (train if command == "train" else test)(options, passthrough, values, run_dir)
-    except (LayoutError, FileNotFoundError) as error:
-        if debug:
-            raise
-        print(f"error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
+    (train if command == "train" else test)(options, passthrough, values, run_dir)

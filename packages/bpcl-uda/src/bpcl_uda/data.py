@@ -21,10 +21,11 @@ from torchvision.transforms.v2 import functional as TF
 
 from bpcl_uda.pseudo_labels import pseudo_label_path, require_pseudo_labels
 from cvlab_shared.data.cache import build_once, cache_dir
+from cvlab_shared.data.checks import check_folder
 from cvlab_shared.data.seg_transforms import IMAGENET_MEAN, IMAGENET_STD
 from cvlab_shared.data.segmentation import IGNORE_INDEX, SYNTHIA_MISSING_TRAINIDS, SegmentationDataset, SegSample
 from cvlab_shared.data.synthetic_uda import write_synthetic_uda
-from cvlab_shared.data.uda import SOURCES, source_samples, target_samples
+from cvlab_shared.data.uda import CITYSCAPES_LAYOUT, SOURCES, source_samples, target_samples
 
 Size = Sequence[int] | None
 
@@ -170,14 +171,20 @@ class BPCLDataModule(pl.LightningDataModule):
     def prepare_data(self) -> None:
         self.roots()
 
-    def check_inputs(self) -> None:
-        """Read every sample list (and the pseudo labels of an adaptation round): layout errors before any model."""
-        source, target = self.roots()
-        source_samples(self.source, source, self.hparams.synthia_labels)
-        target_samples(target, "train")
-        target_samples(target, "val")
-        if self.adapting:
-            require_pseudo_labels(Path(self.hparams.pseudo_label_dir), self.hparams.pseudo_round)
+    def check_data(self, stage: str = "fit") -> None:
+        """Before any model is built (the core CLI and `bpcl-uda train` call it): a given root must hold its layout,
+        an adaptation round its pseudo labels. Read-only: the synthetic default is written later, in prepare_data."""
+        h = self.hparams
+        if h.target_root is not None:
+            check_folder(h.target_root, "--data.target_root", CITYSCAPES_LAYOUT)
+            for split in ("train", "val") if stage == "fit" else ("val",):
+                target_samples(h.target_root, split)
+        if h.source_root is not None:  # setup reads the source list in every stage
+            layout = "GTA5 images/ + labels/, or SYNTHIA RAND_CITYSCAPES with RGB/ + GT/LABELS/"
+            check_folder(h.source_root, "--data.source_root", layout)
+            source_samples(self.source, h.source_root, h.synthia_labels)
+        if self.adapting and stage == "fit":
+            require_pseudo_labels(Path(h.pseudo_label_dir), h.pseudo_round)
 
     def target_train_eval_set(self) -> Dataset:
         """Target training images with the evaluation transform and their ground truth (for pseudo labelling)."""
