@@ -67,8 +67,8 @@ VIREID_TINY = [
     "--data.image_size=[32,16]", "--data.num_ids=4", "--data.num_pos=2", "--data.num_batches=3",
     "--data.synthetic_ids=12", "--data.synthetic_images=2", "--data.search_trials=2",
 ]
-BPCL_TINY = [  # source-only 2 epochs (interrupted after 1), then one self-training round of 1 epoch
-    "--model.source_only_epochs=2", "--model.rounds=1", "--trainer.max_epochs=1", "--trainer.limit_train_batches=2",
+BPCL_TINY = [  # source-only 1 epoch, then one self-training round of 2 epochs, interrupted after its first
+    "--model.source_only_epochs=1", "--model.rounds=1", "--trainer.max_epochs=2", "--trainer.limit_train_batches=2",
     "--data.synthetic_source=8", "--data.synthetic_target=8", "--data.synthetic_val=4", "--data.batch_size=4",
 ]
 FAST = {

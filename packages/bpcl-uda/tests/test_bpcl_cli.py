@@ -9,6 +9,8 @@ import pytest
 from PIL import Image
 
 from bpcl_uda.cli import main
+from bpcl_uda.data import BPCLDataModule
+from cvlab_shared.data.checks import InputError
 from cvlab_shared.data.synthetic_uda import write_synthetic_uda
 
 TINY = [
@@ -39,6 +41,7 @@ def test_train_rounds_table_plot_rerun_and_test(cache, capsys):
     assert "| terrain (not in SYNTHIA) |" in out
     for stage in ("source_only", "round_0"):
         assert (run / stage / "best.ckpt").exists() and (run / stage / "metrics.csv").exists()
+        assert not (run / stage / "last.ckpt").exists()  # only an unfinished stage keeps its resume point
         results = json.loads((run / stage / "results.json").read_text())
         assert set(results) == {"mIoU19", "mIoU16", "mIoU13", "per_class"} and len(results["per_class"]) == 19
     labels = sorted((run / "round_0" / "pseudo_labels").rglob("*.png"))
@@ -100,6 +103,20 @@ def test_bad_inputs_are_one_error_line(cache, capsys):
         err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
         assert len(err) == 1 and message in err[0]
     assert not (cache / "bad" / "source_only").exists()  # checked before any training
+
+
+def test_check_data_names_the_root_and_layout_and_writes_nothing(cache):
+    junk = cache / "junk"
+    junk.mkdir()
+    (junk / "readme.txt").write_text("not cityscapes")
+    for root, words in ((cache / "nope", "does not exist"), (cache / "empty", "is empty"), (junk, "junk")):
+        if root.name == "empty":
+            root.mkdir()
+        with pytest.raises((InputError, FileNotFoundError)) as error:
+            BPCLDataModule(target_root=str(root)).check_data("fit")
+        assert words in str(error.value) and "expected" in str(error.value)
+    BPCLDataModule().check_data("fit")  # synthetic default: nothing to check, nothing written yet
+    assert not (cache / "cache").exists()
 
 
 def test_help_lists_driver_and_lightning_arguments(capsys):

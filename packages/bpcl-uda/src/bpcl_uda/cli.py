@@ -112,8 +112,11 @@ def _stage_args(passthrough: Sequence[str], run_dir: Path, stage: str, version: 
 
 
 def _record(cli, run_dir: Path, stage: str) -> None:
+    """A finished stage keeps best.ckpt (it feeds the next stage) and results.json; its last.ckpt, only needed to
+    resume the stage, is removed (so the run folder holds one last.ckpt: the interrupted stage's)."""
     if cli.trainer.is_global_zero:
         (stage_dir(run_dir, stage) / "results.json").write_text(json.dumps(cli.model.test_results, indent=1))
+        (stage_dir(run_dir, stage) / "last.ckpt").unlink(missing_ok=True)
 
 
 def load_stage(run_dir: Path, stage: str) -> BPCLModule:
