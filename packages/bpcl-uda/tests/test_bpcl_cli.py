@@ -6,6 +6,7 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from bpcl_uda.cli import main
@@ -103,6 +104,21 @@ def test_bad_inputs_are_one_error_line(cache, capsys):
         err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
         assert len(err) == 1 and message in err[0]
     assert not (cache / "bad" / "source_only").exists()  # checked before any training
+
+
+def test_ckpt_path_must_be_the_last_checkpoint_of_an_unfinished_stage(cache, capsys):
+    for stage, finished, words in (("other", False, "expected a stage checkpoint"), ("source_only", True, "is finished")):
+        folder = cache / "run" / stage
+        folder.mkdir(parents=True)
+        torch.save({"epoch": 0}, folder / "last.ckpt")
+        if finished:
+            (folder / "results.json").write_text("{}")
+        with pytest.raises(SystemExit) as exit_info:
+            main(["train", "--ckpt_path", str(folder / "last.ckpt"), *TINY])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: --ckpt_path") and words in err[0], err
+    assert not (cache / "cache").exists() and not (cache / "runs").exists()
 
 
 def test_check_data_names_the_root_and_layout_and_writes_nothing(cache):

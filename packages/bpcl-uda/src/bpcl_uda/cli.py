@@ -232,6 +232,11 @@ def _resume_point(options: argparse.Namespace, rounds: int) -> tuple[str, Path] 
             f"--ckpt_path {path}: expected a stage checkpoint <run_dir>/source_only/last.ckpt or "
             f"<run_dir>/round_R/last.ckpt (R < {rounds})"
         )
+    if (path.parent / "results.json").exists():
+        raise InputError(
+            f"--ckpt_path {path}: stage {stage} is finished ({path.parent / 'results.json'}); expected the last.ckpt "
+            "of an interrupted stage (`bpcl-uda train --run_dir <run>` alone runs the stages still missing)"
+        )
     if options.round is not None and stage != f"round_{options.round}":
         raise InputError(f"--ckpt_path {path} belongs to stage {stage}, not to --round {options.round}")
     return stage, path
