@@ -28,6 +28,7 @@ SMOKE = {
     "vireid-dense": [["vireid-dense", "train", "--help"]],
     "stmn": [["stmn", "train", "--help"]],
     "cvlab-alife": [["alife", "train", "--help"]],
+    "bpcl-uda": [["bpcl-uda", "train", "--help"]],
 }
 
 

@@ -48,6 +48,7 @@ DATA_ROOT = {
     "dkd": ["--data.data_root"],
     "stmn": ["--data.dataset=mars", "--data.data_root"],
     "alife": ["--data.data_root"],
+    "bpcl-uda": ["--data.target_root"],
 }
 
 # Small, fast runs for the resume test (default: the package's default config for 2 epochs), and the epoch after
@@ -78,6 +79,9 @@ STMN_TINY = [
     "--data.class_per_batch=4", "--data.track_per_class=2", "--data.iters=2", "--data.seq_len=4",
     "--data.synthetic_train_ids=8", "--data.synthetic_test_ids=6", "--data.synthetic_cams=2",
     "--data.synthetic_max_frames=8",
+BPCL_TINY = [  # source-only 1 epoch, then one self-training round of 2 epochs, interrupted after its first
+    "--model.source_only_epochs=1", "--model.rounds=1", "--trainer.max_epochs=2", "--trainer.limit_train_batches=2",
+    "--data.synthetic_source=8", "--data.synthetic_target=8", "--data.synthetic_val=4", "--data.batch_size=4",
 ]
 FAST = {
     "acls": ["--trainer.max_epochs=2", "--model.milestones=[1]"],
@@ -88,6 +92,7 @@ FAST = {
     "vireid-dense": VIREID_TINY,
     "stmn": STMN_TINY,
     "alife": ALIFE_TINY,
+    "bpcl-uda": BPCL_TINY,
 }
 STOP_AFTER = {"cacl": 2}
 # Multi-step drivers: `--run_dir DIR` (one sub-folder per step), results in DIR/step_N/results.json.
@@ -174,6 +179,7 @@ def test_interrupted_and_resumed_train_equals_uninterrupted(member, user, capsys
     fast = FAST.get(member.name, ["--trainer.max_epochs=2"])
     stop = STOP_AFTER.get(member.name, 1)
     dkd_like = member.name in DRIVERS
+    dkd_like = member.name in ("dkd", "bpcl-uda")  # multi-stage drivers: --run_dir, per-stage results.json
     here = {"whole": user / "work" / "whole", "parts": user / "work" / "parts"}
     folder = (lambda run: ["--run_dir", str(here[run])]) if dkd_like else (lambda run: [f"--trainer.logger.init_args.save_dir={here[run]}"])
 

@@ -5,7 +5,8 @@ mappings are exercised.
 Scenes share the 19 Cityscapes train ids: sky above a random horizon, building and vegetation beside each other
 below it, road at the bottom, 1-3 objects of the other classes (shape = train id mod 5) on top, sometimes a void
 strip at the bottom edge (ego vehicle). Domains differ in rendering only: the sources are flat Cityscapes-palette
-colours with sharp edges, the target ("real") is tinted, blurred, brightness-jittered and noisy.
+colours with sharp edges, the target ("real") has a shifted palette and per-class stripe texture and is tinted,
+blurred, brightness-jittered and noisy.
 
 Layouts under `root` (pass the sub-folders to the readers in `segmentation`):
 * `gta/{images,labels}/%05d.png`: labels are Cityscapes label ids (train id -> its label id; void -> 0);
@@ -82,11 +83,29 @@ def _blur(image: np.ndarray) -> np.ndarray:
     return sum(padded[dy : dy + height, dx : dx + width] for dy in range(3) for dx in range(3)) / 9
 
 
-def render(rng: np.random.Generator, labels: np.ndarray, real: bool) -> np.ndarray:
-    """RGB uint8: flat palette colours (source) or tinted, blurred, jittered, noisy colours (target)."""
-    image = CITYSCAPES_PALETTE[np.where(labels == IGNORE_INDEX, 0, labels)].astype(np.float32) / 255
+# The "real" palette: each class colour partly rotated through the channels (R <- G <- B), so the domains differ in
+# colour per class, not only by a global tint.
+REAL_PALETTE = (0.6 * CITYSCAPES_PALETTE + 0.4 * CITYSCAPES_PALETTE[:, [1, 2, 0]]).astype(np.uint8)
+
+
+def _texture(labels: np.ndarray) -> np.ndarray:
+    """Per-class diagonal stripes (frequency and direction from the train id), a multiplicative factor [H, W, 1]."""
+    height, width = labels.shape
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    ids = np.where(labels == IGNORE_INDEX, 0, labels).astype(np.float32)
+    direction = np.where(ids % 2 == 0, x + y, x - y)
+    return (1 + 0.15 * np.sin(2 * np.pi * direction * (0.1 + 0.02 * (ids % 7))))[..., None]
+
+
+def render(rng: np.random.Generator, labels: np.ndarray, real: bool, texture: bool = True) -> np.ndarray:
+    """RGB uint8: flat Cityscapes-palette colours with sharp edges (source), or (target) the shifted `REAL_PALETTE`,
+    per-class stripe texture (`texture`), a random tint, blur, brightness jitter and noise."""
+    palette = REAL_PALETTE if real else CITYSCAPES_PALETTE
+    image = palette[np.where(labels == IGNORE_INDEX, 0, labels)].astype(np.float32) / 255
     image[labels == IGNORE_INDEX] = 0.1
     if real:
+        if texture:
+            image = image * _texture(labels)
         tint = np.array([0.9, 1.0, 0.8], dtype=np.float32) * rng.uniform(0.7, 1.1)
         image = _blur(image * tint + 0.08) + rng.normal(0, 0.05, image.shape)
     return (np.clip(image, 0, 1) * 255).astype(np.uint8)
