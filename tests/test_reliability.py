@@ -96,7 +96,7 @@ FAST = {
 }
 STOP_AFTER = {"cacl": 2}
 # Multi-step drivers: `--run_dir DIR` (one sub-folder per step), results in DIR/step_N/results.json.
-DRIVERS = ("dkd", "alife")
+DRIVERS = ("dkd", "alife", "bpcl-uda")
 
 
 @pytest.fixture()
@@ -179,7 +179,6 @@ def test_interrupted_and_resumed_train_equals_uninterrupted(member, user, capsys
     fast = FAST.get(member.name, ["--trainer.max_epochs=2"])
     stop = STOP_AFTER.get(member.name, 1)
     dkd_like = member.name in DRIVERS
-    dkd_like = member.name in ("dkd", "bpcl-uda")  # multi-stage drivers: --run_dir, per-stage results.json
     here = {"whole": user / "work" / "whole", "parts": user / "work" / "parts"}
     folder = (lambda run: ["--run_dir", str(here[run])]) if dkd_like else (lambda run: [f"--trainer.logger.init_args.save_dir={here[run]}"])
 
