@@ -3,7 +3,8 @@
 Epochs [0, source_epochs) train the source classifier (cross-entropy). At the first adaptation epoch (in the
 `on_train_epoch_start` hook, like every clustering pass) the scheduler
 ranks the target cameras by MMD to the source (`camera_curriculum`) and the target test split is evaluated once
-(the source-only model). The remaining `max_epochs - source_epochs` epochs are split evenly over the stages; each
+(the source-only model). Of the remaining `max_epochs - source_epochs` epochs, every stage but the last gets
+`stage_epochs` (default 1) and the last stage, on every camera, the rest (`stage_epochs=None` splits them evenly); each
 epoch (every `recluster_every`) the current camera subset is re-clustered (k-reciprocal Jaccard + DBSCAN), the target
 part of the memory is reset to the cluster centroids and the CD weights are recomputed. The loss is
 L = source_weight * L_CE^S + target_weight * L_CD^T, both over the shared memory classifier (source identity
