@@ -79,6 +79,7 @@ STMN_TINY = [
     "--data.class_per_batch=4", "--data.track_per_class=2", "--data.iters=2", "--data.seq_len=4",
     "--data.synthetic_train_ids=8", "--data.synthetic_test_ids=6", "--data.synthetic_cams=2",
     "--data.synthetic_max_frames=8",
+]
 BPCL_TINY = [  # source-only 1 epoch, then one self-training round of 2 epochs, interrupted after its first
     "--model.source_only_epochs=1", "--model.rounds=1", "--trainer.max_epochs=2", "--trainer.limit_train_batches=2",
     "--data.synthetic_source=8", "--data.synthetic_target=8", "--data.synthetic_val=4", "--data.batch_size=4",
