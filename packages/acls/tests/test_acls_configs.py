@@ -43,3 +43,18 @@ def test_loss_can_be_swapped_on_the_command_line(capsys):
     config = yaml.safe_load(capsys.readouterr().out)
     assert config["model"]["loss"]["class_path"] == "acls.MbLSLoss"
     assert config["model"]["loss"]["init_args"]["margin"] == 6.0
+
+
+def test_loss_choices_are_the_package_losses(capsys):
+    """`--model.loss` lists the package's losses, not every torch.nn.Module subclass (about 600 before)."""
+    import re
+
+    from acls.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = re.sub(r"\s+", " ", capsys.readouterr().out)
+    known = text[text.rindex("--model.loss LOSS ") :].split("known subclasses:", 1)[1].split(")", 1)[0]
+    choices = {c.strip() for c in known.split(",")}
+    assert {"acls.ACLSLoss", "acls.MbLSLoss", "acls.CrossEntropyLoss", "acls.FocalLoss"} <= choices
+    assert all(c.startswith("acls.") for c in choices), choices

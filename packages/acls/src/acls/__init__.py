@@ -3,6 +3,7 @@
 from acls.losses import (
     ACLSLoss,
     AdaptiveFocalLoss,
+    CalibrationLoss,
     CrossEntropyLoss,
     FocalLoss,
     LabelSmoothingLoss,
@@ -13,6 +14,7 @@ from acls.losses import (
 __all__ = [
     "ACLSLoss",
     "AdaptiveFocalLoss",
+    "CalibrationLoss",
     "CrossEntropyLoss",
     "FocalLoss",
     "LabelSmoothingLoss",

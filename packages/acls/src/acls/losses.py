@@ -88,8 +88,9 @@ def margin_loss(logits: Tensor, targets: Tensor, margin: float = 10.0, alpha: fl
     return {"loss": ce + alpha * gap, "ce": ce, "margin": gap}
 
 
-class _LoggedLoss(nn.Module):
-    """Returns the scalar loss; the detached parts of the last call are in `components`."""
+class CalibrationLoss(nn.Module):
+    """Base of the package's losses (the choices of `--model.loss`): returns the scalar loss; the detached parts of
+    the last call are in `components`."""
 
     components: dict[str, Tensor]
 
@@ -98,7 +99,7 @@ class _LoggedLoss(nn.Module):
         return parts["loss"]
 
 
-class ACLSLoss(_LoggedLoss):
+class ACLSLoss(CalibrationLoss):
     def __init__(
         self,
         num_classes: int,
@@ -128,7 +129,7 @@ class ACLSLoss(_LoggedLoss):
         return self._finish(acls_loss(logits, targets, self.pos_lambda, self.neg_lambda, self.alpha, self.margin))
 
 
-class CrossEntropyLoss(_LoggedLoss):
+class CrossEntropyLoss(CalibrationLoss):
     """Plain cross-entropy, in the same style (the reference every table compares against)."""
 
     def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
@@ -137,7 +138,7 @@ class CrossEntropyLoss(_LoggedLoss):
         return self._finish({"loss": ce, "ce": ce})
 
 
-class LabelSmoothingLoss(_LoggedLoss):
+class LabelSmoothingLoss(CalibrationLoss):
     def __init__(self, alpha: float = LS_ALPHA) -> None:
         """Label smoothing with weight `alpha` (0.05 in the official ACLS/MbLS configs)."""
         super().__init__()
@@ -147,7 +148,7 @@ class LabelSmoothingLoss(_LoggedLoss):
         return self._finish(label_smoothing_loss(logits, targets, self.alpha))
 
 
-class FocalLoss(_LoggedLoss):
+class FocalLoss(CalibrationLoss):
     def __init__(self, gamma: float = 3.0) -> None:
         """Focal loss with a fixed `gamma` (3 in the official configs)."""
         super().__init__()
@@ -157,7 +158,7 @@ class FocalLoss(_LoggedLoss):
         return self._finish(focal_loss(logits, targets, self.gamma))
 
 
-class AdaptiveFocalLoss(_LoggedLoss):
+class AdaptiveFocalLoss(CalibrationLoss):
     def __init__(self, gamma: float = 3.0) -> None:
         """FLSD-53: focal loss whose gamma is chosen per sample from p_y (see `adaptive_gamma`)."""
         super().__init__()
@@ -170,7 +171,7 @@ class AdaptiveFocalLoss(_LoggedLoss):
         return self._finish(focal_loss(rows, labels, adaptive_gamma(pt, self.gamma)))
 
 
-class MbLSLoss(_LoggedLoss):
+class MbLSLoss(CalibrationLoss):
     def __init__(self, margin: float = 10.0, alpha: float = 0.1) -> None:
         """Margin-based label smoothing (MbLS, official `LogitMarginL1` without its alpha schedule)."""
         super().__init__()
@@ -190,7 +191,7 @@ LOSSES = {
 }
 
 
-def build_loss(name: str, num_classes: int, **kwargs: float) -> _LoggedLoss:
+def build_loss(name: str, num_classes: int, **kwargs: float) -> CalibrationLoss:
     """A loss by short name (ce | ls | focal | flsd | mbls | acls) with its keyword arguments."""
     if name not in LOSSES:
         raise ValueError(f"unknown loss {name!r}; expected one of {', '.join(LOSSES)}")

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from torch import nn
-
-from acls.losses import ACLSLoss
+from acls.losses import ACLSLoss, CalibrationLoss
 from cvlab_shared.classification import CalibratedClassifier
 
 
 class ACLSClassifier(CalibratedClassifier):
-    def __init__(self, num_classes: int = 10, loss: nn.Module | None = None, **kwargs: Any) -> None:
+    def __init__(self, num_classes: int = 10, loss: CalibrationLoss | None = None, **kwargs: Any) -> None:
         """Image classifier trained with a calibration loss, evaluated before and after temperature scaling.
 
         Args:
