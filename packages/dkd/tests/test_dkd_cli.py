@@ -108,3 +108,17 @@ def test_pretrained_none_trains_from_scratch_and_a_file_is_kept(tmp_path):
     assert pretrained_file("none") is None and pretrained_file("None") is None and pretrained_file(None) is None
     assert pretrained_file("weights.pth") == "weights.pth"
     assert DKDModule(pretrained="none").hparams.pretrained == "none"  # an explicit choice: no error
+
+
+def test_verify_names_a_truncated_image_before_anything_is_built(cache, capsys):
+    from cvlab_shared.data.synthetic_seg import write_synthetic_voc
+
+    voc = write_synthetic_voc(cache / "voc", num_train=6, num_val=3, size=32)
+    damaged = sorted((voc / "JPEGImages").glob("*.jpg"))[2]
+    damaged.write_bytes(damaged.read_bytes()[:100])
+    args = ["train", "--run_dir", str(cache / "run"), "--data.data_root", str(voc), *TINY]
+    with pytest.raises(SystemExit) as e:
+        main([*args, "--data.verify=true"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1 and damaged.name in err[0] and "truncated" in err[0]
+    assert not (cache / "run").exists()

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cvlab_shared.cli import debug_enabled, fail, parse_config, run_cli, take_debug_flag
-from cvlab_shared.data.checks import InputError, check_checkpoint
+from cvlab_shared.data.checks import InputError, check_checkpoint, verify_images
 from dkd.data import DKDDataModule
 from dkd.module import DKDModule
 from dkd.steps import load_results, save_step_results, step_checkpoint, step_dir, write_table
@@ -79,7 +79,9 @@ def check_data(datamodule: DKDDataModule, stage: str = "fit") -> None:
     """Before any model is built: a given data_root must hold the VOC / ADE layout (read-only; the synthetic default
     is written later, in prepare_data)."""
     if datamodule.data_root is not None:
-        datamodule.samples()  # reads the official lists; names the missing file and the expected layout
+        train, val = datamodule.samples()  # reads the official lists; names the missing file and the expected layout
+        if datamodule.hparams.verify:
+            verify_images(path for sample in [*train, *val] for path in (sample.image, sample.mask))
 
 
 def _task(values: dict[str, object]):

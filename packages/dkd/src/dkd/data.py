@@ -77,6 +77,7 @@ class DKDDataModule(pl.LightningDataModule):
         synthetic_train: int = 300,
         synthetic_val: int = 100,
         synthetic_size: int = 64,
+        verify: bool = False,
     ) -> None:
         """
         Args:
@@ -96,6 +97,8 @@ class DKDDataModule(pl.LightningDataModule):
             synthetic_train: synthetic training images (only without data_root).
             synthetic_val: synthetic validation images.
             synthetic_size: synthetic image side.
+            verify: before training, decode every image and label of a real dataset (finds a truncated or damaged
+                file, named, before any model is built).
         """
         super().__init__()
         if dataset not in DATASETS:

@@ -32,6 +32,24 @@ def open_rgb(path: str | Path):
         raise CorruptFileError(f"cannot read image {path}: {exc} (truncated or damaged file?)") from exc
 
 
+def verify_images(paths) -> int:
+    """Decode every image file in `paths` (a layout check before training); the first damaged one raises
+    `CorruptFileError` naming it. Returns the number of files read."""
+    from PIL import Image
+
+    count = 0
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                image.load()
+        except (OSError, SyntaxError, ValueError) as exc:
+            if isinstance(exc, FileNotFoundError):
+                raise
+            raise CorruptFileError(f"cannot read image {path}: {exc} (truncated or damaged file?)") from exc
+        count += 1
+    return count
+
+
 def check_folder(path: str | Path, option: str, layout: str = "") -> Path:
     """`path` must be an existing folder with something in it; the message names the option and the layout."""
     folder = Path(path).expanduser()
