@@ -178,6 +178,15 @@ class OIMNetModule(pl.LightningModule):
         scheduler = torch.optim.lr_scheduler.LambdaLR(opt, factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # the RPN / RoI samplers draw from torch's global generator: a resumed run continues its stream exactly
+        checkpoint["oimnet_pp"] = {"torch_rng": torch.get_rng_state()}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint.get("oimnet_pp", {})
+        if "torch_rng" in state and self.trainer is not None and self.trainer.state.fn == "fit":
+            torch.set_rng_state(state["torch_rng"])
+
     # ---- training -------------------------------------------------------------------------------------------
     def on_train_epoch_start(self) -> None:
         self.trainer.datamodule.train_set.epoch = self.current_epoch  # seeds the flips of this epoch
