@@ -51,8 +51,8 @@ def box_iou(boxes: np.ndarray, box: np.ndarray) -> np.ndarray:
     """IoU of every row of `boxes` (n, 4) xyxy with one `box` (4,), float64 as the legacy scalar code computes it."""
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     box = np.asarray(box, dtype=np.float64)
-    w = np.clip(np.minimum(boxes[:, 2], box[2]) - np.maximum(boxes[:, 0], box[0]), 0, None)
-    h = np.clip(np.minimum(boxes[:, 3], box[3]) - np.maximum(boxes[:, 1], box[1]), 0, None)
+    w = np.maximum(np.minimum(boxes[:, 2], box[2]) - np.maximum(boxes[:, 0], box[0]), 0)
+    h = np.maximum(np.minimum(boxes[:, 3], box[3]) - np.maximum(boxes[:, 1], box[1]), 0)
     inter = w * h
     union = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) + (box[2] - box[0]) * (box[3] - box[1]) - inter
     return inter / union
@@ -212,6 +212,26 @@ def _cbgm(
     return sims
 
 
+def _all_candidates(gal: _Gallery, images: np.ndarray, boxes: np.ndarray) -> list[np.ndarray]:
+    """For every GT box (image, xyxy): the flat indices of that image's detections over its relaxed IoU, at once."""
+    if len(images) == 0:
+        return []
+    counts = gal.counts[images]
+    gt_of_pair = np.repeat(np.arange(len(images)), counts)
+    first = np.repeat(gal.starts[images] - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts)
+    det_of_pair = np.arange(int(counts.sum())) + first
+    a, b = gal.boxes[det_of_pair], boxes.reshape(-1, 4)[gt_of_pair]
+    w = np.maximum(np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0]), 0)
+    h = np.maximum(np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1]), 0)
+    inter = w * h
+    iou = inter / ((a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1]) + (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) - inter)
+    bw, bh = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    thr = np.minimum(0.5, bw * bh / ((bw + 10) * (bh + 10)))
+    hit = iou >= thr[gt_of_pair]
+    ends = np.cumsum(counts)
+    return [d[d >= 0] for d in np.split(np.where(hit, det_of_pair, -1), ends[:-1])]
+
+
 def evaluate_search(
     gallery: Sequence[SceneLike],
     gallery_dets: Sequence[np.ndarray],
@@ -253,12 +273,33 @@ def evaluate_search(
         raise ValueError("cbgm=True needs query_dets_feats: one (n, d) array per query, the query box first")
     # PRW ground truth: per pid, the (image, first box of that pid) pairs
     by_pid: dict[int, list[tuple[int, np.ndarray]]] = {}
+    cache: dict[tuple[int, bytes], np.ndarray] = {}
     if protocol is None:
+        gt_img, gt_box = [], []
         for i, scene in enumerate(gallery):
             pids = np.asarray(scene.pids).ravel()
             boxes = np.asarray(scene.boxes).reshape(-1, 4)
             for pid in dict.fromkeys(pids.tolist()):
-                by_pid.setdefault(int(pid), []).append((i, boxes[np.flatnonzero(pids == pid)[0]]))
+                box = boxes[np.flatnonzero(pids == pid)[0]].astype(np.float64)
+                by_pid.setdefault(int(pid), []).append((i, box))
+                gt_img.append(i)
+                gt_box.append(box)
+        for (i, box), cand in zip(zip(gt_img, gt_box), _all_candidates(gal, np.asarray(gt_img, int), np.asarray(gt_box))):
+            cache[(i, box.tobytes())] = cand
+
+    def candidates(i: int, box: np.ndarray) -> np.ndarray:
+        """Detections of image i over the relaxed IoU with GT `box` (flat indices); cached across queries."""
+        key = (i, np.asarray(box, dtype=np.float64).tobytes())
+        if key not in cache:
+            rows = gal.rows(i)
+            hit = box_iou(gal.boxes[rows], box) >= relaxed_iou_threshold(box)
+            cache[key] = rows.start + np.flatnonzero(hit)
+        return cache[key]
+
+    same_name: dict[int, np.ndarray] = {}
+    for i, name in enumerate(gal.names):
+        same_name.setdefault(gal.index[name], []).append(i)
+    same_name = {k: np.asarray(v) for k, v in same_name.items()}
     aps = np.zeros(len(queries))
     topk = np.zeros((len(queries), len(TOPK)))
     ranked: list[dict] = []
@@ -267,8 +308,11 @@ def evaluate_search(
         for qi in range(b0, min(b0 + block, len(queries))):
             query, sims = queries[qi], sims_block[qi - b0]
             if protocol is None:
+                own = gal.index.get(query.name, -1)
                 gts = [(i, box) for i, box in by_pid.get(int(query.pid), []) if gal.names[i] != query.name]
-                image_ok = np.array([n != query.name for n in gal.names], dtype=bool)
+                image_ok = np.ones(len(gal.names), dtype=bool)
+                if own >= 0:
+                    image_ok[same_name[own]] = False
                 if not ignore_cam_id:
                     image_ok &= gal.cams != query.cam
                     gts = [(i, box) for i, box in gts if gal.cams[i] != query.cam]
@@ -293,24 +337,19 @@ def evaluate_search(
                 sims = _cbgm(sims, kept, gal, query_dets_feats[qi], k1, k2)
             positives = []
             for i, box in gts:
-                rows = gal.rows(i)
-                if rows.stop == rows.start:
-                    continue
-                hit = box_iou(gal.boxes[rows], box) >= relaxed_iou_threshold(box)
-                if hit.any():
-                    cand = np.flatnonzero(hit)
-                    positives.append(rows.start + cand[np.argmax(sims[rows][cand])])
+                cand = candidates(i, box)
+                if len(cand):
+                    positives.append(cand[np.argmax(sims[cand])])
             if count_gt and len(positives) > count_gt:
                 raise AssertionError("more true positives than ground-truth images")
             scores = sims[kept]
-            pos_scores = sims[np.asarray(positives, dtype=np.int64)]
             if positives:
-                ranked_scores = np.sort(scores)
-                above = len(scores) - np.searchsorted(ranked_scores, pos_scores, side="left")
-                pos_sorted = np.sort(pos_scores)
-                pos_above = len(pos_scores) - np.searchsorted(pos_sorted, pos_scores, side="left")
+                pos_scores = sims[np.asarray(positives, dtype=np.int64)]
+                # rank of each positive = detections scoring at least as high (ties grouped, as sklearn's AP)
+                above = (scores[None, :] >= pos_scores[:, None]).sum(1)
+                pos_above = (pos_scores[None, :] >= pos_scores[:, None]).sum(1)
                 aps[qi] = float(np.mean(pos_above / above)) * len(positives) / count_gt
-                best_rank = len(scores) - np.searchsorted(ranked_scores, pos_scores.max(), side="right") + 1
+                best_rank = int((scores > pos_scores.max()).sum()) + 1
                 topk[qi] = [float(best_rank <= k) for k in TOPK]
             if keep_ranking:
                 idx = np.flatnonzero(kept)
