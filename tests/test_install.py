@@ -25,6 +25,7 @@ SMOKE = {
     "az-nas": [["az-nas", "search"]],
     "cvlab-cacl": [["cacl", "train", "--help"]],
     "cvlab-dkd": [["dkd", "train", "--help"]],
+    "oimnet-pp": [["oimnet-pp", "train", "--help"]],
 }
 
 
