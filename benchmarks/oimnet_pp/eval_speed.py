@@ -61,7 +61,7 @@ def make_set(frames: int, queries: int, boxes: int, dim: int, seed: int):
         code = np.r_[codes[np.where(pids[keep] == 5555, 0, pids[keep])], rng.standard_normal((3, dim))]
         feat = code + rng.normal(0, 1.5, code.shape)
         dets.append(det)
-        feats.append((feat / np.linalg.norm(feat, axis=1, keepdims=True)).astype(np.float32))
+        feats.append(feat / np.linalg.norm(feat, axis=1, keepdims=True))
     qs, qf = [], []
     by_pid: dict[int, list[int]] = {}
     for i, s in enumerate(gallery):
@@ -73,7 +73,9 @@ def make_set(frames: int, queries: int, boxes: int, dim: int, seed: int):
         qs.append(Query(s.name, s.cam, s.boxes[k], pid))
         f = codes[pid] + rng.normal(0, 1.5, dim)
         qf.append(f / np.linalg.norm(f))
-    return gallery, dets, feats, qs, np.asarray(qf, dtype=np.float32)
+    # float64 features: float32 similarities from a block matmul and from per-frame dot products round differently,
+    # which can swap near-tied detections; in float64 both evaluators see the same numbers
+    return gallery, dets, feats, qs, np.asarray(qf)
 
 
 def _iou(a, b) -> float:
@@ -139,7 +141,10 @@ def main() -> None:
     t = time.perf_counter()
     ref_aps, ref_topk = reference(gallery, dets, feats, queries[:n_ref], qfeats[:n_ref])
     t_ref = time.perf_counter() - t
-    same = np.allclose(fast.aps[:n_ref], ref_aps, atol=1e-12, rtol=0) and np.array_equal(fast.topk[:n_ref], ref_topk)
+    ap_diff = np.abs(fast.aps[:n_ref] - ref_aps)
+    topk_diff = int((fast.topk[:n_ref] != ref_topk).any(1).sum())
+    same = ap_diff.max() <= 1e-9 and topk_diff == 0
+    print(f"largest per-query AP difference {ap_diff.max():.2e}; queries whose top-k differ: {topk_diff}")
     per_fast, per_ref = t_fast / len(queries), t_ref / n_ref
     print("| evaluator | queries | time (s) | ms / query | mAP | top-1 |")
     print("| --- | --- | --- | --- | --- | --- |")

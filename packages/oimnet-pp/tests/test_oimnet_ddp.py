@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -28,3 +29,16 @@ def test_two_gloo_ranks_hold_identical_tables_equal_to_one_process(tmp_path):
         torch.testing.assert_close(got["cq"], single.cq)
         assert got["header"] == int(single.header_cq) == (3 % 3)
     torch.testing.assert_close(ranks[0]["emb"], F.normalize(ProtoNorm(8).train()(feats[:7], labels[:7])))
+
+
+@pytest.mark.slow
+def test_ddp_fit_keeps_the_tables_and_the_metrics_identical_on_both_ranks(tmp_path):
+    script = Path(__file__).with_name("ddp_fit_worker.py")
+    subprocess.run([sys.executable, str(script), str(tmp_path)], check=True, timeout=600)
+    a, b = (torch.load(tmp_path / f"rank{r}_train.pt") for r in (0, 1))
+    assert a["lut"].abs().sum() > 0
+    torch.testing.assert_close(a["lut"], b["lut"], rtol=0, atol=0)
+    torch.testing.assert_close(a["cq"], b["cq"], rtol=0, atol=0)
+    assert a["header"] == b["header"]
+    va, vb = (torch.load(tmp_path / f"rank{r}_val.pt") for r in (0, 1))
+    assert va == vb and "val/mAP" in va

@@ -166,14 +166,15 @@ class _Gallery:
         boxes, scores, flat, counts = [], [], [], []
         for scene, det, feat in zip(gallery, dets, feats):
             det = _checked_dets(det, scene.name)
-            feat = np.asarray(feat, dtype=np.float32).reshape(len(det), dim)
+            feat = np.asarray(feat)
+            feat = feat.astype(np.result_type(feat.dtype, np.float32), copy=False).reshape(len(det), dim)
             keep = det[:, 4] >= thr
             boxes.append(det[keep, :4])
             scores.append(det[keep, 4])
             flat.append(feat[keep])
             counts.append(int(keep.sum()))
         self.boxes = np.concatenate(boxes) if boxes else np.zeros((0, 4))
-        self.feats = np.concatenate(flat) if flat else np.zeros((0, dim), np.float32)
+        self.feats = np.concatenate(flat) if flat else np.zeros((0, dim), np.float32)  # float64 stays float64
         self.counts = np.asarray(counts, dtype=np.int64)
         self.starts = np.concatenate([[0], np.cumsum(self.counts)[:-1]]).astype(np.int64)
         self.image_of = np.repeat(np.arange(len(gallery)), self.counts)
@@ -265,7 +266,8 @@ def evaluate_search(
         keep_ranking: keep this many top-ranked gallery detections per query (for plots).
         block: queries per similarity block.
     """
-    query_feats = np.asarray(query_feats, dtype=np.float32).reshape(len(queries), -1)
+    query_feats = np.asarray(query_feats)
+    query_feats = query_feats.astype(np.result_type(query_feats.dtype, np.float32), copy=False).reshape(len(queries), -1)
     gal = _Gallery(gallery, gallery_dets, gallery_feats, det_thresh, query_feats.shape[1])
     if protocol is not None and len(protocol) != len(queries):
         raise ValueError(f"the protocol lists {len(protocol)} queries but {len(queries)} query features were given")
