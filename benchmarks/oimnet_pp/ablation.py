@@ -35,8 +35,16 @@ def run(variant: str, seed: int, out: Path, extra: list[str]) -> dict[str, float
     csv_path = folder / "runs/oimnet_pp/version_0/metrics.csv"
     if not csv_path.is_file():
         folder.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-c", "from oimnet_pp.cli import main; main()", "train",
-               f"--seed_everything={seed}", f"--data.synthetic_seed={seed}", *VARIANTS[variant], *extra]
+        cmd = [
+            sys.executable,
+            "-c",
+            "from oimnet_pp.cli import main; main()",
+            "train",
+            f"--seed_everything={seed}",
+            f"--data.synthetic_seed={seed}",
+            *VARIANTS[variant],
+            *extra,
+        ]
         env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
         with open(folder / "log.txt", "w") as log:
             subprocess.run(cmd, cwd=folder, stdout=log, stderr=subprocess.STDOUT, check=True, env=env)

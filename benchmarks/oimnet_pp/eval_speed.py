@@ -133,7 +133,9 @@ def main() -> None:
     args = parser.parse_args()
     gallery, dets, feats, queries, qfeats = make_set(args.frames, args.queries, args.boxes, args.dim, args.seed)
     n_det = sum(len(d) for d in dets)
-    print(f"gallery {len(gallery)} frames, {n_det} detections ({n_det / len(gallery):.1f}/frame), {len(queries)} queries")
+    print(
+        f"gallery {len(gallery)} frames, {n_det} detections ({n_det / len(gallery):.1f}/frame), {len(queries)} queries"
+    )
     t = time.perf_counter()
     fast = evaluate_search(gallery, dets, feats, queries, qfeats)
     t_fast = time.perf_counter() - t
@@ -148,8 +150,12 @@ def main() -> None:
     per_fast, per_ref = t_fast / len(queries), t_ref / n_ref
     print("| evaluator | queries | time (s) | ms / query | mAP | top-1 |")
     print("| --- | --- | --- | --- | --- | --- |")
-    print(f"| vectorised (core) | {len(queries)} | {t_fast:.2f} | {1000 * per_fast:.2f} | {fast.aps.mean():.4f} | {fast.topk[:, 0].mean():.4f} |")
-    print(f"| per-query reference | {n_ref} | {t_ref:.2f} | {1000 * per_ref:.2f} | {ref_aps.mean():.4f} | {ref_topk[:, 0].mean():.4f} |")
+    rows = [
+        ("vectorised (core)", len(queries), t_fast, per_fast, fast.aps.mean(), fast.topk[:, 0].mean()),
+        ("per-query reference", n_ref, t_ref, per_ref, ref_aps.mean(), ref_topk[:, 0].mean()),
+    ]
+    for name, n, seconds, per, m_ap, top1 in rows:
+        print(f"| {name} | {n} | {seconds:.2f} | {1000 * per:.2f} | {m_ap:.4f} | {top1:.4f} |")
     sub = fast.aps[:n_ref].mean()
     print(f"vectorised on the same {n_ref} queries: mAP {sub:.4f}; per-query APs and top-k identical: {same}")
     print(f"speed-up per query: {per_ref / per_fast:.1f}x")

@@ -84,7 +84,11 @@ def test_cuhk_layout_round_trip(plan, cuhk):
         gallery = data.protocols[50][qi]
         assert q.name not in [n for n, _ in gallery]
         positives = [n for n, b in gallery if b is not None]
-        want = [f"s{s.index + 1}.jpg" for s in plan.split("test") if s.index != si and any(p.pid == true.pid for p in s.persons)]
+        want = [
+            f"s{s.index + 1}.jpg"
+            for s in plan.split("test")
+            if s.index != si and any(p.pid == true.pid for p in s.persons)
+        ]
         assert sorted(positives) == sorted(want)
         assert len(data.protocols[3][qi]) == max(3, len(want))
 
@@ -111,7 +115,6 @@ def test_in_memory_dataset_renders_the_written_scenes(plan, prw):
 
 def test_oracle_and_shuffled_features_on_synthetic_scenes(plan, prw):
     data = read_prw(prw.parent)
-    rng = np.random.default_rng(0)
     key_of = {}
     for s in plan.scenes:
         for p in s.persons:
@@ -131,7 +134,11 @@ def test_oracle_and_shuffled_features_on_synthetic_scenes(plan, prw):
     for seed in range(20):
         r = np.random.default_rng(seed)
         shuffled = [r.standard_normal(f.shape) for f in feats]
-        chance.append(evaluate_search(data.gallery, dets, shuffled, data.queries, r.standard_normal(qfeats.shape)).metrics()["mAP"])
+        chance.append(
+            evaluate_search(data.gallery, dets, shuffled, data.queries, r.standard_normal(qfeats.shape)).metrics()[
+                "mAP"
+            ]
+        )
     boxes_per_frame = np.mean([len(s.boxes) for s in data.gallery])
     assert np.mean(chance) < 0.5 and np.mean(chance) < oracle["mAP"] / 2, (np.mean(chance), boxes_per_frame)
 

@@ -33,7 +33,9 @@ class Query:
 @pytest.fixture(scope="module")
 def golden():
     g = load_golden("person_search")["eval_synthetic"]
-    gallery = [Scene(s["img_name"], s["cam_id"], np.array(s["gt_boxes_xyxy"]), np.array(s["gt_pids"])) for s in g["gallery"]]
+    gallery = [
+        Scene(s["img_name"], s["cam_id"], np.array(s["gt_boxes_xyxy"]), np.array(s["gt_pids"])) for s in g["gallery"]
+    ]
     dets = [np.array([d["box_score"] for d in s["detections"]]) for s in g["gallery"]]
     feats = [np.array([d["feature"] for d in s["detections"]]) for s in g["gallery"]]
     queries = [Query(q["img_name"], q["cam_id"], np.array(q["box_xyxy"]), q["pid"]) for q in g["queries"]]
@@ -122,6 +124,10 @@ def test_protocol_naming_an_unknown_gallery_image_is_an_error():
     gallery = [Scene("a", 1, np.array([[0, 0, 40, 100]]), np.array([1]))]
     with pytest.raises(ValueError, match="'b', not in the gallery"):
         evaluate_search(
-            gallery, [np.zeros((0, 5))], [np.zeros((0, 2))], [Query("q", 1, np.zeros(4), 1)], np.ones((1, 2)),
+            gallery,
+            [np.zeros((0, 5))],
+            [np.zeros((0, 2))],
+            [Query("q", 1, np.zeros(4), 1)],
+            np.ones((1, 2)),
             protocol=[[("b", None)]],
         )

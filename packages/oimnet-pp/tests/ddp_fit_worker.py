@@ -32,13 +32,33 @@ class SaveState(pl.Callback):
 if __name__ == "__main__":
     out = Path(sys.argv[1])
     pl.seed_everything(0)
-    model = OIMNetModule(backbone="tiny", width=8, embedding_dim=16, cq_size=8, min_size=192, max_size=288,
-                         anchor_sizes=[[16, 32, 64]], aspect_ratios=[[2.5]], roi_batch_size=16,
-                         rpn_pre_nms_top_n_test=200, rpn_post_nms_top_n_test=50, optimizer="adam", lr=1e-3,
-                         gallery_size=50, score_thresh=0.0, det_thresh=0.0)
-    data = PersonSearchDataModule(data_root=str(out / "data"), batch_size=2, synthetic_train_images=8,
-                                  synthetic_test_images=5, synthetic_train_ids=5, synthetic_test_ids=3,
-                                  synthetic_gallery_sizes=(3,))
+    model = OIMNetModule(
+        backbone="tiny",
+        width=8,
+        embedding_dim=16,
+        cq_size=8,
+        min_size=192,
+        max_size=288,
+        anchor_sizes=[[16, 32, 64]],
+        aspect_ratios=[[2.5]],
+        roi_batch_size=16,
+        rpn_pre_nms_top_n_test=200,
+        rpn_post_nms_top_n_test=50,
+        optimizer="adam",
+        lr=1e-3,
+        gallery_size=50,
+        score_thresh=0.0,
+        det_thresh=0.0,
+    )
+    data = PersonSearchDataModule(
+        data_root=str(out / "data"),
+        batch_size=2,
+        synthetic_train_images=8,
+        synthetic_test_images=5,
+        synthetic_train_ids=5,
+        synthetic_test_ids=3,
+        synthetic_gallery_sizes=(3,),
+    )
     trainer = pl.Trainer(
         accelerator="cpu",
         devices=2,

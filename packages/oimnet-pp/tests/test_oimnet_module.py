@@ -49,15 +49,27 @@ def test_resume_after_interruption_gives_the_same_tables(tmp_path, monkeypatch):
     main(["train", *TINY, "--trainer.max_epochs=2", f"--ckpt_path={ckpt}"])
     a = _last(straight)["state_dict"]
     b = torch.load(resumed / "runs/oimnet_pp/version_1/checkpoints/last.ckpt", weights_only=False)["state_dict"]
-    assert not torch.equal(a["net.reid_loss.lut"], torch.load(ckpt, weights_only=False)["state_dict"]["net.reid_loss.lut"])
+    assert not torch.equal(
+        a["net.reid_loss.lut"], torch.load(ckpt, weights_only=False)["state_dict"]["net.reid_loss.lut"]
+    )
     for key in ("net.reid_loss.lut", "net.reid_loss.cq", "net.reid_loss.header_cq", "net.embed.weight"):
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
 
 
 def test_prw_layout_cross_camera_and_plots(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    main(["train", *TINY, "--trainer.max_epochs=1", "--data.dataset=synthetic_prw", "--model.ignore_cam_id=false",
-          "--model.cbgm=true", "--plot", "--model.plot_queries=2"])
+    main(
+        [
+            "train",
+            *TINY,
+            "--trainer.max_epochs=1",
+            "--data.dataset=synthetic_prw",
+            "--model.ignore_cam_id=false",
+            "--model.cbgm=true",
+            "--plot",
+            "--model.plot_queries=2",
+        ]
+    )
     out = capsys.readouterr().out
     assert "search     mAP=" in out
     plots = sorted((tmp_path / "runs/oimnet_pp").rglob("plots/query_*.png"))

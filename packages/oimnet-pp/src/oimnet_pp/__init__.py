@@ -1,4 +1,4 @@
-"""OIMNet++ (Lee et al., ECCV'22): person search with ProtoNorm and localization-aware OIM, on torchvision Faster R-CNN."""
+"""OIMNet++ (Lee et al., ECCV'22): person search with ProtoNorm and localization-aware OIM on Faster R-CNN parts."""
 
 from oimnet_pp.losses import LOIMLoss, OIMLoss
 from oimnet_pp.protonorm import ProtoNorm, prototype_mean

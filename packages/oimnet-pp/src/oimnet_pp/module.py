@@ -150,7 +150,9 @@ class OIMNetModule(pl.LightningModule):
             if h.pretrained:
                 load_pretrained(self.net.trunk.body, h.pretrained, prefix="")
             else:
-                print("no pretrained weights given (--model.pretrained FILE): the ResNet trains from scratch", flush=True)
+                print(
+                    "no pretrained weights given (--model.pretrained FILE): the ResNet trains from scratch", flush=True
+                )
 
     def setup(self, stage: str) -> None:
         if self.net is not None:
@@ -257,8 +259,12 @@ class OIMNetModule(pl.LightningModule):
         kwargs: dict = {"det_thresh": self.hparams.det_thresh, "keep_ranking": keep_ranking}
         if self.hparams.cbgm:
             cuhk = self._is_cuhk()
-            kwargs |= {"cbgm": True, "query_dets_feats": [q[2] for q in queries], "k1": 10 if cuhk else 30,
-                       "k2": 3 if cuhk else 4}
+            kwargs |= {
+                "cbgm": True,
+                "query_dets_feats": [q[2] for q in queries],
+                "k1": 10 if cuhk else 30,
+                "k2": 3 if cuhk else 4,
+            }
         if self._is_cuhk():
             size = gallery_size or self.hparams.gallery_size
             if size not in data.protocols:

@@ -3,10 +3,10 @@
 CUHK-SYSU (`CUHK-SYSU/`)::
 
     Image/SSM/s{N}.jpg
-    annotation/Images.mat                     'Img': per image (imname, nAppear, box struct array of idlocate [x,y,w,h])
-    annotation/pool.mat                       'pool': the test (gallery) image names
-    annotation/test/train_test/Train.mat      'Train': per training identity (idname, nAppear, scene(imname, idlocate, ishard))
-    annotation/test/train_test/TestG{N}.mat   'TestG{N}': per query Query(imname, idlocate, ishard) and Gallery(N entries)
+    annotation/Images.mat                  'Img': per image (imname, nAppear, box: struct array of idlocate [x,y,w,h])
+    annotation/pool.mat                    'pool': the test (gallery) image names
+    annotation/test/train_test/Train.mat   'Train': per identity (idname, nAppear, scene(imname, idlocate, ishard))
+    annotation/test/train_test/TestG{N}.mat  'TestG{N}': per query Query(imname, idlocate, ishard), Gallery (N entries)
 
 Boxes with w or h <= 0 are dropped; training pids are set by exact box match against Train.mat (identity index + 1);
 training images are all images minus the pool; test pids come from TestG50 (query index + 1) and the queries are
@@ -125,7 +125,9 @@ def check_boxes(scenes: list[SceneRecord], layout: str) -> None:
         with Image.open(path) as im:
             w, h = im.size
         b = s.boxes
-        bad = (b[:, 0] < 0) | (b[:, 1] < 0) | (b[:, 2] > w) | (b[:, 3] > h) | (b[:, 2] <= b[:, 0]) | (b[:, 3] <= b[:, 1])
+        bad = (
+            (b[:, 0] < 0) | (b[:, 1] < 0) | (b[:, 2] > w) | (b[:, 3] > h) | (b[:, 2] <= b[:, 0]) | (b[:, 3] <= b[:, 1])
+        )
         if bad.any():
             raise ValueError(f"{path}: box {b[bad][0].tolist()} (xyxy) lies outside the {w}x{h} image")
 
@@ -177,7 +179,9 @@ def read_cuhk_sysu(root: str | Path, check: bool = True) -> PersonSearchData:
         person = cell.ravel()[0] if isinstance(cell, np.ndarray) else cell
         for scene in person["scene"].ravel():
             assign(train_pids, _text(scene["imname"]), _xywh_to_xyxy(scene["idlocate"])[0], index + 1, train_mat)
-    sizes = sorted(int(m.group(1)) for p in proto_dir.glob("TestG*.mat") if (m := re.fullmatch(r"TestG(\d+)\.mat", p.name)))
+    sizes = sorted(
+        int(m.group(1)) for p in proto_dir.glob("TestG*.mat") if (m := re.fullmatch(r"TestG(\d+)\.mat", p.name))
+    )
     if not sizes:
         raise FileNotFoundError(f"no TestG*.mat in {proto_dir}; expected layout: {CUHK_LAYOUT}")
     protocols_raw = {size: _cuhk_protocol(proto_dir / f"TestG{size}.mat", size) for size in sizes}
@@ -195,11 +199,15 @@ def read_cuhk_sysu(root: str | Path, check: bool = True) -> PersonSearchData:
     protocols = {}
     for size, items in protocols_raw.items():
         if len(items) != len(queries):
-            raise ValueError(f"{proto_dir / f'TestG{size}.mat'} lists {len(items)} queries, TestG{base}.mat {len(queries)}")
+            raise ValueError(
+                f"{proto_dir / f'TestG{size}.mat'} lists {len(items)} queries, TestG{base}.mat {len(queries)}"
+            )
         protocols[size] = [gallery for _, gallery in items]
         for qi, gallery in enumerate(protocols[size]):
             if not any(box is not None for _, box in gallery):
-                raise ValueError(f"{proto_dir / f'TestG{size}.mat'}: query {qi} ({queries[qi].name}) has no gallery match")
+                raise ValueError(
+                    f"{proto_dir / f'TestG{size}.mat'}: query {qi} ({queries[qi].name}) has no gallery match"
+                )
     folder = root / "Image" / "SSM"
     record = lambda name, pids: SceneRecord(str(folder / name), name, 0, boxes_of[name], pids[name])
     train = [record(n, train_pids) for n in sorted(set(boxes_of) - pool)]
@@ -224,7 +232,9 @@ def _prw_cam(name: str) -> int:
     return int(m.group(1))
 
 
-def read_prw(root: str | Path, check: bool = True, unlabeled_train_pids: tuple[int, ...] = (483, 932)) -> PersonSearchData:
+def read_prw(
+    root: str | Path, check: bool = True, unlabeled_train_pids: tuple[int, ...] = (483, 932)
+) -> PersonSearchData:
     """Read PRW under `root` (the `PRW-v16.04.20` folder or its parent)."""
     root = Path(root)
     if (root / "PRW-v16.04.20").is_dir():

@@ -111,8 +111,16 @@ def _appearance(rng: np.random.Generator) -> Appearance:
 def _confuser(rng: np.random.Generator, base: Appearance) -> Appearance:
     """Same shirt and pattern as `base`; different pants and bag."""
     other = _appearance(rng)
-    return Appearance(base.shirt, other.pants, base.pattern, base.second, other.hair, (base.bag + 1) % 3,
-                      other.bag_colour, other.height)
+    return Appearance(
+        base.shirt,
+        other.pants,
+        base.pattern,
+        base.second,
+        other.hair,
+        (base.bag + 1) % 3,
+        other.bag_colour,
+        other.height,
+    )
 
 
 def _iou(a: tuple[int, ...], b: tuple[int, ...]) -> float:
@@ -167,8 +175,13 @@ def scene_plan(
                 "gain": float(rng.uniform(0.7, 1.3)),
                 "cast": rng.uniform(0.85, 1.15, 3).tolist(),
                 "clutter": [
-                    [int(rng.integers(0, width - 20)), int(rng.integers(0, height - 30)), int(rng.integers(6, 40)),
-                     int(rng.integers(10, 60)), *rng.uniform(0.1, 0.9, 3).tolist()]
+                    [
+                        int(rng.integers(0, width - 20)),
+                        int(rng.integers(0, height - 30)),
+                        int(rng.integers(6, 40)),
+                        int(rng.integers(10, 60)),
+                        *rng.uniform(0.1, 0.9, 3).tolist(),
+                    ]
                     for _ in range(4)
                 ],
                 "pole": int(rng.integers(10, width - 10)),
@@ -379,7 +392,9 @@ def write_cuhk_sysu(root: str | Path, plan: ScenePlan, gallery_sizes: tuple[int,
         entries = []
         for qs, qk in plan.queries:
             query = plan.scenes[qs].persons[qk]
-            q_struct = _struct(["imname", "idlocate", "ishard"], [[np.array([names[qs]]), _xywh(query.box), np.array([[0.0]])]])
+            q_struct = _struct(
+                ["imname", "idlocate", "ishard"], [[np.array([names[qs]]), _xywh(query.box), np.array([[0.0]])]]
+            )
             positives, negatives = [], []
             for s in test:
                 if s.index == qs:

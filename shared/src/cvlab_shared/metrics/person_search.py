@@ -159,7 +159,12 @@ class _Gallery:
     """Gallery detections (score >= det_thresh) of every image in one flat array, with image offsets."""
 
     def __init__(
-        self, gallery: Sequence[SceneLike], dets: Sequence[np.ndarray], feats: Sequence[np.ndarray], thr: float, dim: int
+        self,
+        gallery: Sequence[SceneLike],
+        dets: Sequence[np.ndarray],
+        feats: Sequence[np.ndarray],
+        thr: float,
+        dim: int,
     ):
         if not (len(gallery) == len(dets) == len(feats)):
             raise ValueError(f"{len(gallery)} gallery images, {len(dets)} detection and {len(feats)} feature arrays")
@@ -267,7 +272,9 @@ def evaluate_search(
         block: queries per similarity block.
     """
     query_feats = np.asarray(query_feats)
-    query_feats = query_feats.astype(np.result_type(query_feats.dtype, np.float32), copy=False).reshape(len(queries), -1)
+    query_feats = query_feats.astype(np.result_type(query_feats.dtype, np.float32), copy=False).reshape(
+        len(queries), -1
+    )
     gal = _Gallery(gallery, gallery_dets, gallery_feats, det_thresh, query_feats.shape[1])
     if protocol is not None and len(protocol) != len(queries):
         raise ValueError(f"the protocol lists {len(protocol)} queries but {len(queries)} query features were given")
@@ -286,7 +293,9 @@ def evaluate_search(
                 by_pid.setdefault(int(pid), []).append((i, box))
                 gt_img.append(i)
                 gt_box.append(box)
-        for (i, box), cand in zip(zip(gt_img, gt_box), _all_candidates(gal, np.asarray(gt_img, int), np.asarray(gt_box))):
+        for (i, box), cand in zip(
+            zip(gt_img, gt_box), _all_candidates(gal, np.asarray(gt_img, int), np.asarray(gt_box))
+        ):
             cache[(i, box.tobytes())] = cand
 
     def candidates(i: int, box: np.ndarray) -> np.ndarray:

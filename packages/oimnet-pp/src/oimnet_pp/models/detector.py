@@ -52,10 +52,17 @@ def build_backbone(name: str, width: int = 32) -> tuple[Trunk, nn.Module, int]:
         raise ValueError(f"backbone must be one of {BACKBONES}, got {name!r}")
     if name == "tiny":  # a small CPU stand-in: stride-16 trunk (ResNet-like stem) and a stride-2 head
         w = width
-        body = nn.Sequential(_conv(3, w, 2), nn.MaxPool2d(3, 2, 1), _conv(w, 2 * w, 1), _conv(2 * w, 2 * w, 2),
-                             _conv(2 * w, 4 * w, 2), _conv(4 * w, 4 * w, 1))
-        head = nn.Sequential(_conv(4 * w, 8 * w, 2), nn.Conv2d(8 * w, 8 * w, 1, bias=False), nn.BatchNorm2d(8 * w),
-                             nn.ReLU(inplace=True))
+        body = nn.Sequential(
+            _conv(3, w, 2),
+            nn.MaxPool2d(3, 2, 1),
+            _conv(w, 2 * w, 1),
+            _conv(2 * w, 2 * w, 2),
+            _conv(2 * w, 4 * w, 2),
+            _conv(4 * w, 4 * w, 1),
+        )
+        head = nn.Sequential(
+            _conv(4 * w, 8 * w, 2), nn.Conv2d(8 * w, 8 * w, 1, bias=False), nn.BatchNorm2d(8 * w), nn.ReLU(inplace=True)
+        )
         return Trunk(body, 4 * w), head, 8 * w
     net = getattr(torchvision.models, name)(weights=None)
     body = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2, net.layer3)
@@ -189,8 +196,17 @@ class OIMNet(nn.Module):
         self.roi_pool = MultiScaleRoIAlign(["feat_res4"], roi_output_size, 2)
         # torchvision's RoIHeads is used for its proposal sampler and box coder only (its box head is never run)
         self.sampler = RoIHeads(
-            self.roi_pool, nn.Identity(), nn.Identity(), roi_fg_iou, roi_bg_iou, roi_batch_size,
-            roi_positive_fraction, None, score_thresh, nms_thresh, detections_per_img,
+            self.roi_pool,
+            nn.Identity(),
+            nn.Identity(),
+            roi_fg_iou,
+            roi_bg_iou,
+            roi_batch_size,
+            roi_positive_fraction,
+            None,
+            score_thresh,
+            nms_thresh,
+            detections_per_img,
         )
         self.cls_score = nn.Linear(c5, 2)
         self.bbox_pred = nn.Linear(c5, 8)
@@ -277,7 +293,9 @@ class OIMNet(nn.Module):
     @torch.no_grad()
     def embed_boxes(self, images: list[torch.Tensor], boxes: list[torch.Tensor]) -> list[torch.Tensor]:
         """Query pass: embeddings of given boxes (e.g. the query's ground truth), no detection."""
-        targets = [{"boxes": b.float(), "labels": torch.zeros(len(b), dtype=torch.long, device=b.device)} for b in boxes]
+        targets = [
+            {"boxes": b.float(), "labels": torch.zeros(len(b), dtype=torch.long, device=b.device)} for b in boxes
+        ]
         images, targets = self.transform(images, targets)
         features = self.trunk(images.tensors)
         rois = [t["boxes"] for t in targets]
@@ -290,4 +308,3 @@ class OIMNet(nn.Module):
             ratio = torch.tensor([orig[1] / s[1], orig[0] / s[0]] * 2, device=o["boxes"].device)
             o["boxes"] = o["boxes"] * ratio
         return out
-
