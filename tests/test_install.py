@@ -26,6 +26,7 @@ SMOKE = {
     "cvlab-cacl": [["cacl", "train", "--help"]],
     "cvlab-dkd": [["dkd", "train", "--help"]],
     "vireid-dense": [["vireid-dense", "train", "--help"]],
+    "oimnet-pp": [["oimnet-pp", "train", "--help"]],
 }
 
 
