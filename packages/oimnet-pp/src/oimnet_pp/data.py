@@ -19,7 +19,10 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from cvlab_shared.data.cache import build_once, cache_dir
+from cvlab_shared.data.checks import InputError, check_folder
 from cvlab_shared.data.person_search import (
+    CUHK_LAYOUT,
+    PRW_LAYOUT,
     PersonSearchData,
     QueryRecord,
     SceneDataset,
@@ -121,6 +124,26 @@ class PersonSearchDataModule(pl.LightningDataModule):
         digest = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
         base = Path(h.data_root) if h.data_root else cache_dir("oimnet_pp")
         return base / f"synthetic_{layout}_{digest}"
+
+    def check_data(self, stage: str = "fit") -> None:
+        """Called by the CLI before any model is built (reads, never writes). A real dataset (`cuhk_sysu`, `prw`) needs
+        `data_root` holding its layout, and is read here (`setup` keeps what was read: the readers name the missing
+        file and the expected layout). For the synthetic sets `data_root` is where they are written, so it may not
+        exist yet, but must not be a file."""
+        h = self.hparams
+        layout = PRW_LAYOUT if h.dataset.endswith("prw") else CUHK_LAYOUT
+        if h.dataset.startswith("synthetic"):
+            if h.data_root and Path(h.data_root).expanduser().exists() and not Path(h.data_root).expanduser().is_dir():
+                raise InputError(f"--data.data_root {h.data_root} is not a folder; expected the folder to write the "
+                                 f"synthetic {h.dataset} scenes into (default: the cache)")
+            return
+        if not h.data_root:
+            raise InputError(f"--data.data_root is required for --data.dataset {h.dataset}; expected layout: {layout}")
+        check_folder(h.data_root, "--data.data_root", layout)
+        try:
+            self.setup(stage)
+        except (FileNotFoundError, ValueError) as err:
+            raise InputError(f"--data.data_root {h.data_root}: {err}") from None
 
     def prepare_data(self) -> None:
         h = self.hparams
