@@ -67,6 +67,12 @@ VIREID_TINY = [
     "--data.image_size=[32,16]", "--data.num_ids=4", "--data.num_pos=2", "--data.num_batches=3",
     "--data.synthetic_ids=12", "--data.synthetic_images=2", "--data.search_trials=2",
 ]
+OIMNET_TINY = [
+    "--trainer.max_epochs=2", "--model.width=8", "--model.embedding_dim=16", "--model.cq_size=8",
+    "--model.roi_batch_size=16", "--model.min_size=192", "--model.max_size=288", "--data.synthetic_train_images=10",
+    "--data.synthetic_test_images=6", "--data.synthetic_train_ids=6", "--data.synthetic_test_ids=3",
+    "--data.synthetic_gallery_sizes=[3]",
+]
 FAST = {
     "acls": ["--trainer.max_epochs=2", "--model.milestones=[1]"],
     "rankmixup": ["--trainer.max_epochs=2", "--model.milestones=[1]"],
@@ -74,6 +80,7 @@ FAST = {
     "cacl": CACL_TINY,
     "dkd": DKD_TINY,
     "vireid-dense": VIREID_TINY,
+    "oimnet-pp": OIMNET_TINY,
 }
 STOP_AFTER = {"cacl": 2}
 
