@@ -24,7 +24,7 @@ def cache(tmp_path_factory, monkeypatch):
 
 
 def _last(folder):
-    return torch.load(folder / "runs/oimnet_pp/version_0/checkpoints/last.ckpt", weights_only=False)
+    return torch.load(folder / "runs/oimnet-pp/version_0/checkpoints/last.ckpt", weights_only=False)
 
 
 def test_train_tests_and_checkpoints_carry_the_tables(tmp_path, monkeypatch, capsys):
@@ -45,13 +45,12 @@ def test_resume_after_interruption_gives_the_same_tables(tmp_path, monkeypatch):
     main(["train", *TINY, "--trainer.max_epochs=2"])
     monkeypatch.chdir(resumed)
     main(["train", *TINY, "--trainer.max_epochs=1"])
-    ckpt = resumed / "runs/oimnet_pp/version_0/checkpoints/last.ckpt"
-    main(["train", *TINY, "--trainer.max_epochs=2", f"--ckpt_path={ckpt}"])
+    ckpt = resumed / "runs/oimnet-pp/version_0/checkpoints/last.ckpt"
+    after_one = torch.load(ckpt, weights_only=False)["state_dict"]["net.reid_loss.lut"]
+    main(["train", *TINY, "--trainer.max_epochs=2", f"--ckpt_path={ckpt}"])  # resumes in the same run folder
     a = _last(straight)["state_dict"]
-    b = torch.load(resumed / "runs/oimnet_pp/version_1/checkpoints/last.ckpt", weights_only=False)["state_dict"]
-    assert not torch.equal(
-        a["net.reid_loss.lut"], torch.load(ckpt, weights_only=False)["state_dict"]["net.reid_loss.lut"]
-    )
+    b = _last(resumed)["state_dict"]
+    assert not torch.equal(a["net.reid_loss.lut"], after_one)
     for key in ("net.reid_loss.lut", "net.reid_loss.cq", "net.reid_loss.header_cq", "net.embed.weight"):
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
 
@@ -72,7 +71,7 @@ def test_prw_layout_cross_camera_and_plots(tmp_path, monkeypatch, capsys):
     )
     out = capsys.readouterr().out
     assert "search     mAP=" in out
-    plots = sorted((tmp_path / "runs/oimnet_pp").rglob("plots/query_*.png"))
+    plots = sorted((tmp_path / "runs/oimnet-pp").rglob("plots/query_*.png"))
     assert len(plots) == 2
 
 
@@ -95,5 +94,8 @@ def test_paper_configs_hold_the_official_values_and_name_the_layout_when_data_is
     assert "backbone: resnet50" in printed and "lr: 0.003" in printed and "batch_size: 5" in printed
     assert "max_epochs: 20" in printed and "- 16" in printed and "gradient_clip_val: 10.0" in printed
     assert f"cq_size: {5000 if dataset == 'cuhk' else 500}" in printed
-    with pytest.raises(FileNotFoundError, match="expected layout"):
+    with pytest.raises(SystemExit) as exc:  # checked before any model is built: one `error:` line, exit 2
         main(["train", "--config", name, "--trainer.accelerator=cpu", "--trainer.precision=32"])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert exc.value.code == 2 and len(err) == 1 and err[0].startswith("error: --data.data_root"), err
+    assert "expected layout" in err[0] and ("CUHK-SYSU" if dataset == "cuhk" else "PRW-v16.04.20") in err[0]
