@@ -32,7 +32,7 @@ METRICS = ("det_ap", "det_recall", "mAP", "top1")
 
 def run(variant: str, seed: int, out: Path, extra: list[str]) -> dict[str, float]:
     folder = out / f"{variant}_seed{seed}"
-    csv_path = folder / "runs/oimnet_pp/version_0/metrics.csv"
+    csv_path = folder / "runs/oimnet-pp/version_0/metrics.csv"
     if not csv_path.is_file():
         folder.mkdir(parents=True, exist_ok=True)
         cmd = [
