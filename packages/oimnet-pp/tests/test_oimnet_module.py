@@ -79,6 +79,7 @@ def test_gallery_size_that_the_dataset_lacks_is_an_error(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ValueError, match=r"TestG\[3, 50\] only"):
         main(["train", *TINY, "--trainer.max_epochs=1", "--model.gallery_size=100"])
+    assert not list(tmp_path.rglob("*.ckpt"))  # refused before training, not after it
 
 
 @pytest.mark.parametrize("variant", ["oimnet", "oimnetplus", "oimnetpp", "oimnetppp"])

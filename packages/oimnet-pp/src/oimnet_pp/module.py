@@ -162,6 +162,9 @@ class OIMNetModule(pl.LightningModule):
         num_pids = self.hparams.num_pids or dm.num_train_pids
         if num_pids < 1:
             raise ValueError("the training split has no labelled identity (pids 1..N): the lookup table would be empty")
+        size = self.hparams.gallery_size
+        if dm.data.layout == "cuhk_sysu" and size not in dm.data.protocols:  # before training, not after it
+            raise ValueError(f"model.gallery_size={size}: the dataset has TestG{sorted(dm.data.protocols)} only")
         self._build(num_pids)
 
     def configure_optimizers(self):
