@@ -46,7 +46,7 @@ DATA_ROOT = {
     "az-nas": ["--data.dataset=cifar10", "--data.data_root"],
     "cacl": ["--data.target=market1501", "--data.target_root"],
     "dkd": ["--data.data_root"],
-    "oimnet-pp": ["--data.dataset=cuhk_sysu", "--data.data_root"],  # data_root of a synthetic set is where it is written
+    "oimnet-pp": ["--data.dataset=cuhk_sysu", "--data.data_root"],  # synthetic sets write to data_root
 }
 
 # Small, fast runs for the resume test (default: the package's default config for 2 epochs), and the epoch after
