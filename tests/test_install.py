@@ -29,6 +29,7 @@ SMOKE = {
     "stmn": [["stmn", "train", "--help"]],
     "cvlab-alife": [["alife", "train", "--help"]],
     "bpcl-uda": [["bpcl-uda", "train", "--help"]],
+    "oimnet-pp": [["oimnet-pp", "train", "--help"]],
 }
 
 

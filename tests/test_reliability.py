@@ -49,6 +49,7 @@ DATA_ROOT = {
     "stmn": ["--data.dataset=mars", "--data.data_root"],
     "alife": ["--data.data_root"],
     "bpcl-uda": ["--data.target_root"],
+    "oimnet-pp": ["--data.dataset=cuhk_sysu", "--data.data_root"],  # synthetic sets write to data_root
 }
 
 # Small, fast runs for the resume test (default: the package's default config for 2 epochs), and the epoch after
@@ -84,6 +85,13 @@ BPCL_TINY = [  # source-only 1 epoch, then one self-training round of 2 epochs, 
     "--model.source_only_epochs=1", "--model.rounds=1", "--trainer.max_epochs=2", "--trainer.limit_train_batches=2",
     "--data.synthetic_source=8", "--data.synthetic_target=8", "--data.synthetic_val=4", "--data.batch_size=4",
 ]
+OIMNET_TINY = [
+    "--trainer.max_epochs=2", "--model.width=8", "--model.embedding_dim=16", "--model.cq_size=8",
+    "--model.roi_batch_size=16", "--model.min_size=192", "--model.max_size=288", "--data.synthetic_train_images=10",
+    "--data.synthetic_test_images=6", "--data.synthetic_train_ids=6", "--data.synthetic_test_ids=3",
+    "--data.synthetic_gallery_sizes=[3]", "--model.score_thresh=0.0", "--model.det_thresh=0.0",
+    "--model.use_gt_boxes=true",  # two tiny epochs detect nothing at 0.5: keep the test metrics away from 0
+]
 FAST = {
     "acls": ["--trainer.max_epochs=2", "--model.milestones=[1]"],
     "rankmixup": ["--trainer.max_epochs=2", "--model.milestones=[1]"],
@@ -94,6 +102,7 @@ FAST = {
     "stmn": STMN_TINY,
     "alife": ALIFE_TINY,
     "bpcl-uda": BPCL_TINY,
+    "oimnet-pp": OIMNET_TINY,
 }
 STOP_AFTER = {"cacl": 2}
 # Multi-step drivers: `--run_dir DIR` (one sub-folder per step), results in DIR/step_N/results.json.

@@ -1,0 +1,102 @@
+"""The CLI end to end on tiny synthetic scenes: train + test, resume, PRW layout + plots, configs, bad input."""
+
+import pytest
+import torch
+
+from oimnet_pp.cli import main
+
+TINY = [
+    "--model.width=8",
+    "--model.embedding_dim=16",
+    "--model.cq_size=8",
+    "--model.roi_batch_size=16",
+    "--data.synthetic_train_images=10",
+    "--data.synthetic_test_images=6",
+    "--data.synthetic_train_ids=6",
+    "--data.synthetic_test_ids=3",
+    "--data.synthetic_gallery_sizes=[3]",
+]
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("CVLAB_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+def _last(folder):
+    return torch.load(folder / "runs/oimnet-pp/version_0/checkpoints/last.ckpt", weights_only=False)
+
+
+def test_train_tests_and_checkpoints_carry_the_tables(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    main(["train", *TINY, "--trainer.max_epochs=2"])
+    out = capsys.readouterr().out
+    assert "person search (test):" in out and "detection  AP=" in out and "search     mAP=" in out
+    state = _last(tmp_path)["state_dict"]
+    assert state["net.reid_loss.lut"].shape == (6, 16) and state["net.reid_loss.cq"].shape == (8, 16)
+    assert state["net.reid_loss.lut"].abs().sum() > 0  # the table was filled during training
+    assert int(state["net.reid_loss.header_cq"]) >= 0 and "net.norm.running_mean" in state
+
+
+def test_resume_after_interruption_gives_the_same_tables(tmp_path, monkeypatch):
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    straight.mkdir(), resumed.mkdir()
+    monkeypatch.chdir(straight)
+    main(["train", *TINY, "--trainer.max_epochs=2"])
+    monkeypatch.chdir(resumed)
+    main(["train", *TINY, "--trainer.max_epochs=1"])
+    ckpt = resumed / "runs/oimnet-pp/version_0/checkpoints/last.ckpt"
+    after_one = torch.load(ckpt, weights_only=False)["state_dict"]["net.reid_loss.lut"]
+    main(["train", *TINY, "--trainer.max_epochs=2", f"--ckpt_path={ckpt}"])  # resumes in the same run folder
+    a = _last(straight)["state_dict"]
+    b = _last(resumed)["state_dict"]
+    assert not torch.equal(a["net.reid_loss.lut"], after_one)
+    for key in ("net.reid_loss.lut", "net.reid_loss.cq", "net.reid_loss.header_cq", "net.embed.weight"):
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+
+
+def test_prw_layout_cross_camera_and_plots(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    main(
+        [
+            "train",
+            *TINY,
+            "--trainer.max_epochs=1",
+            "--data.dataset=synthetic_prw",
+            "--model.ignore_cam_id=false",
+            "--model.cbgm=true",
+            "--plot",
+            "--model.plot_queries=2",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert "search     mAP=" in out
+    plots = sorted((tmp_path / "runs/oimnet-pp").rglob("plots/query_*.png"))
+    assert len(plots) == 2
+
+
+def test_gallery_size_that_the_dataset_lacks_is_an_error(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=r"TestG\[3, 50\] only"):
+        main(["train", *TINY, "--trainer.max_epochs=1", "--model.gallery_size=100"])
+    assert not list(tmp_path.rglob("*.ckpt"))  # refused before training, not after it
+
+
+@pytest.mark.parametrize("variant", ["oimnet", "oimnetplus", "oimnetpp", "oimnetppp"])
+@pytest.mark.parametrize("dataset", ["cuhk", "prw"])
+def test_paper_configs_hold_the_official_values_and_name_the_layout_when_data_is_missing(
+    variant, dataset, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)
+    name = f"{variant}_resnet50_{dataset}"
+    with pytest.raises(SystemExit):
+        main(["train", "--config", name, "--print_config"])
+    printed = capsys.readouterr().out
+    assert "backbone: resnet50" in printed and "lr: 0.003" in printed and "batch_size: 5" in printed
+    assert "max_epochs: 20" in printed and "- 16" in printed and "gradient_clip_val: 10.0" in printed
+    assert f"cq_size: {5000 if dataset == 'cuhk' else 500}" in printed
+    with pytest.raises(SystemExit) as exc:  # checked before any model is built: one `error:` line, exit 2
+        main(["train", "--config", name, "--trainer.accelerator=cpu", "--trainer.precision=32"])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert exc.value.code == 2 and len(err) == 1 and err[0].startswith("error: --data.data_root"), err
+    assert "expected layout" in err[0] and ("CUHK-SYSU" if dataset == "cuhk" else "PRW-v16.04.20") in err[0]
