@@ -27,7 +27,7 @@ VARIANTS = {
     "LOIM": ["--model.norm_type=none", "--model.loss_type=LOIM"],
     "LOIM+ProtoNorm": ["--model.norm_type=protonorm", "--model.loss_type=LOIM"],
 }
-METRICS = ("det_ap", "det_recall", "mAP", "top1")
+METRICS = ("det_ap", "det_recall", "mAP", "top1", "chance_mAP")
 
 
 def run(variant: str, seed: int, out: Path, extra: list[str]) -> dict[str, float]:
