@@ -361,7 +361,9 @@ def _data_options(datamodule_class: type) -> list[str]:
     return [n for n in order if n in names]
 
 
-def summary(package: str, subcommand: str | None, datamodule_class: type | None = None) -> str:
+def summary(
+    package: str, subcommand: str | None, datamodule_class: type | None = None, test_example: str | None = None
+) -> str:
     """The short help printed before LightningCLI's full listing: what the command does, the packaged configs, the
     options people change, the shared vocabulary and an example."""
     prog = package.replace("_", "-")
@@ -392,7 +394,7 @@ def summary(package: str, subcommand: str | None, datamodule_class: type | None 
     ]
     if named:
         lines.append(f"  {prog} train --config {named[0]} --trainer.max_epochs 2")
-    lines.append(f"  {prog} test --ckpt_path runs/{prog}/version_0/checkpoints/last.ckpt")
+    lines.append(f"  {prog} " + (test_example or f"test --ckpt_path runs/{prog}/version_0/checkpoints/last.ckpt"))
     lines.append("")
     lines.append("all options (LightningCLI):" if subcommand else "")
     return "\n".join(lines)
@@ -462,16 +464,17 @@ def run_cli(
     subclass_mode_data: bool = False,
     run: bool = True,
     check_data: Callable[[pl.LightningDataModule, str], None] | None = None,
+    show_summary: bool = True,
 ) -> CvlabCLI:
     """Build and run the package's CLI. `monitor`/`mode` choose the checkpoint kept as best (e.g. "val/acc").
 
     `check_data(datamodule, stage)` replaces the datamodule's own `check_data` (see `cvlab_shared.data.checks`); it
     runs before the model and Trainer are built and must not write anything. Input errors end the program with one
-    `error:` line and exit status 2.
+    `error:` line and exit status 2. `show_summary=False`: a driver printed the short help summary itself.
     """
     quiet_lightning()
     argv = take_debug_flag(list(sys.argv[1:] if args is None else args))
-    if any(a in ("-h", "--help") for a in argv):
+    if show_summary and any(a in ("-h", "--help") for a in argv):
         sub = argv[0] if argv and argv[0] in SUBCOMMAND_HELP else None
         print(summary(package, sub, datamodule_class), flush=True)
     try:

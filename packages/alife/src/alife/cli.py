@@ -31,7 +31,7 @@ from typing import Any
 import torch
 import yaml
 
-from cvlab_shared.cli import debug_enabled, fail, packaged_configs, run_cli, take_debug_flag
+from cvlab_shared.cli import debug_enabled, fail, packaged_configs, run_cli, summary, take_debug_flag
 from cvlab_shared.data.checks import InputError, check_checkpoint
 from cvlab_shared.data.segmentation import LayoutError
 from cvlab_shared.steps import load_results, pending_steps, save_artifact, save_step_results, step_checkpoint, step_dir, write_table
@@ -382,9 +382,10 @@ def main(args: Sequence[str] | None = None) -> None:
     parser = _driver_parser(command)
     options, passthrough = parser.parse_known_args(argv[1:])
     if options.help:
+        print(summary(PACKAGE, command, ALIFEDataModule, test_example="test --step 1   # a step of the run folder under runs/alife/"), flush=True)
         parser.print_help()
         print("\nLightningCLI arguments of each stage:\n", flush=True)
-        run_cli(ALIFEModule, ALIFEDataModule, package=PACKAGE, args=[command, "--help"], monitor=None)
+        run_cli(ALIFEModule, ALIFEDataModule, package=PACKAGE, args=[command, "--help"], monitor=None, show_summary=False)
         return
     try:
         (train if command == "train" else test)(options, passthrough)

@@ -30,7 +30,7 @@ import yaml
 from bpcl_uda.data import BPCLDataModule
 from bpcl_uda.module import BPCLModule
 from bpcl_uda.pseudo_labels import pseudo_label_dir, write_pseudo_labels
-from cvlab_shared.cli import debug_enabled, fail, packaged_configs, parse_config, run_cli, take_debug_flag
+from cvlab_shared.cli import debug_enabled, fail, packaged_configs, parse_config, run_cli, summary, take_debug_flag
 from cvlab_shared.data.checks import InputError, check_checkpoint
 from cvlab_shared.data.segmentation import CITYSCAPES_CLASSES, LayoutError
 from cvlab_shared.metrics.uda import MIOU16_CLASSES
@@ -340,9 +340,10 @@ def _main(argv: list[str]) -> None:
     parser = _parser(command)
     options, passthrough = parser.parse_known_args(argv[1:])
     if options.help:
+        print(summary(PACKAGE, command, BPCLDataModule, test_example="test --stage round_0   # a stage of the run folder under runs/bpcl-uda/"), flush=True)
         parser.print_help()
         print("\nLightningCLI arguments of each stage:\n", flush=True)
-        run_cli(BPCLModule, BPCLDataModule, package=PACKAGE, args=[command, "--help"], monitor="val/mIoU19")
+        run_cli(BPCLModule, BPCLDataModule, package=PACKAGE, args=[command, "--help"], monitor="val/mIoU19", show_summary=False)
         return
     values = config_values(passthrough)
     name = f"{values['source']}{'' if values['source_root'] else '-synthetic'}"

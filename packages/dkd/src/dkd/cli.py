@@ -19,7 +19,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from cvlab_shared.cli import debug_enabled, fail, parse_config, run_cli, take_debug_flag
+from cvlab_shared.cli import debug_enabled, fail, parse_config, run_cli, summary, take_debug_flag
 from cvlab_shared.data.checks import InputError, check_checkpoint, verify_images
 from dkd.data import DKDDataModule
 from dkd.module import DKDModule
@@ -183,9 +183,10 @@ def _main(argv: list[str]) -> None:
     parser = _driver_parser(command)
     options, passthrough = parser.parse_known_args(argv[1:])
     if options.help:
+        print(summary(PACKAGE, command, DKDDataModule, test_example="test --step 1   # a step of the run folder runs/dkd/<dataset>_<task>_<setting>"), flush=True)
         parser.print_help()
         print("\nLightningCLI arguments of each step:\n", flush=True)
-        run_cli(DKDModule, DKDDataModule, package=PACKAGE, args=[command, "--help"], monitor=None)
+        run_cli(DKDModule, DKDDataModule, package=PACKAGE, args=[command, "--help"], monitor=None, show_summary=False)
         return
     values = _config_values(passthrough)
     values.update({k: v for k, v in (("task", options.task), ("setting", options.setting)) if v is not None})
