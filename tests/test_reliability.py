@@ -201,7 +201,11 @@ def test_interrupted_and_resumed_train_equals_uninterrupted(member, user, capsys
     (last,) = here["parts"].rglob("last.ckpt")
     folders = sorted(p for p in here["parts"].rglob("*") if p.is_dir())
     main(["train", *fast, *folder("parts"), f"--ckpt_path={last}"])
-    capsys.readouterr()
+    out = capsys.readouterr().out
+    epoch_lines = [line for line in out.splitlines() if line.startswith("epoch ")]
+    assert all(len(line) <= 200 for line in epoch_lines), max(epoch_lines, key=len)  # key metrics only on screen
+    # synthetic data goes to the cache, runs to their run folders: nothing else lands in the working folder
+    assert sorted(p.name for p in (user / "work").iterdir()) == ["parts", "whole"]
     if not dkd_like:  # resumed in the same run folder: no new version_N
         assert [p for p in here["parts"].rglob("version_*") if p.is_dir()] == [p for p in folders if p.name.startswith("version_")]
     whole, parts = _test_metrics(here["whole"]), _test_metrics(here["parts"])

@@ -35,6 +35,9 @@ class StmnModule(pl.LightningModule):
         eval_chunk: clips per forward pass in the all-frames protocol (bounds memory on long tracklets).
     """
 
+    # the per-epoch line shows loss, accuracy, mAP, rank-1/5; the loss parts and the other ranks stay in metrics.csv
+    hidden_on_console = ("train/ce_", "train/spread_", "train/trip_", "val/rank10", "val/rank20", "val/mINP")
+
     def __init__(
         self,
         backbone: str = "resnet50",
