@@ -210,3 +210,29 @@ def test_interrupted_and_resumed_train_equals_uninterrupted(member, user, capsys
         assert [p for p in here["parts"].rglob("version_*") if p.is_dir()] == [p for p in folders if p.name.startswith("version_")]
     whole, parts = _test_metrics(here["whole"]), _test_metrics(here["parts"])
     assert whole and whole == parts
+
+
+PAPER_CONFIGS = [
+    (member, path.stem)
+    for member in MEMBERS
+    for path in sorted(member.glob("src/*/configs/*.yaml"))
+    if "\n  pretrained: required" in path.read_text()
+]
+
+
+@pytest.mark.parametrize("member,config", PAPER_CONFIGS, ids=[f"{m.name}-{c}" for m, c in PAPER_CONFIGS])
+def test_paper_config_refuses_to_train_from_scratch_unasked(member, config, user, capsys, monkeypatch):
+    """A paper config starts from ImageNet weights: without --model.pretrained FILE (or an explicit `none`) it stops
+    with one line before anything is built or written."""
+    script, main = command(member)
+
+    def no_model(self, *args, **kwargs):
+        raise AssertionError("a LightningModule was built before the input was checked")
+
+    monkeypatch.setattr(pl.LightningModule, "__init__", no_model)
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--config", config])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert exc.value.code == 2 and len(err) == 1, (script, config, err)
+    assert "--model.pretrained none" in err[0], (script, config, err[0])
+    assert not any((user / "work").iterdir()) and not (user / "cache").exists(), (script, config)

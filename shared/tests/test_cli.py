@@ -154,3 +154,28 @@ def test_epoch_lines_show_only_metrics_logged_in_that_epoch(tmp_path, monkeypatc
     run_cli(FirstEpochOnly, ToyData, package="cvlab_shared", monitor="val/acc", args=["train", "--trainer.max_epochs=2"])
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch ")]
     assert "train/first" in lines[0] and "train/first" not in lines[1], lines
+
+
+def test_pretrained_required_is_refused_in_train_and_read_as_none_in_test():
+    from jsonargparse import Namespace
+
+    from cvlab_shared.cli import check_model_options
+
+    with pytest.raises(InputError, match="--model.pretrained none"):
+        check_model_options(Namespace(pretrained="required"), "train")
+    model = Namespace(pretrained="required", width=3)
+    check_model_options(model, "test")  # the weights come from the checkpoint
+    assert model.pretrained is None and model.width == 3
+    check_model_options(Namespace(pretrained="none"), "train")  # training from scratch, asked for
+
+
+def test_load_pretrained_reads_none_as_from_scratch_and_refuses_the_sentinel():
+    import torch
+
+    from cvlab_shared.models.weights import load_pretrained
+
+    layer = torch.nn.Linear(2, 2)
+    before = layer.weight.clone()
+    assert load_pretrained(layer, "none") is layer and torch.equal(layer.weight, before)
+    with pytest.raises(ValueError, match="'none' to train from scratch"):
+        load_pretrained(layer, "required")

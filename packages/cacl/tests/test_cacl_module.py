@@ -93,8 +93,13 @@ def test_dataset_configs_parse_and_name_the_expected_layout_when_data_is_missing
     printed = capsys.readouterr().out
     assert "backbone: resnet50" in printed and "iters: 400" in printed
     monkeypatch.setattr("sys.argv", ["cacl"])  # LightningCLI warns about pytest's own arguments otherwise
+    args = ["train", "--config", name, "--trainer.accelerator=cpu", "--trainer.precision=32"]
+    with pytest.raises(SystemExit) as e:  # a paper config never trains ResNet-50 from scratch unasked
+        main(args)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1 and "--model.pretrained none" in err[0], err
     with pytest.raises(SystemExit) as e:
-        main(["train", "--config", name, "--trainer.accelerator=cpu", "--trainer.precision=32"])
+        main([*args, "--model.pretrained", "none"])
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "expected" in err[0], err

@@ -96,7 +96,7 @@ def test_paper_configs_hold_the_official_values_and_name_the_layout_when_data_is
     assert "max_epochs: 20" in printed and "- 16" in printed and "gradient_clip_val: 10.0" in printed
     assert f"cq_size: {5000 if dataset == 'cuhk' else 500}" in printed
     with pytest.raises(SystemExit) as exc:  # checked before any model is built: one `error:` line, exit 2
-        main(["train", "--config", name, "--trainer.accelerator=cpu", "--trainer.precision=32"])
+        main(["train", "--config", name, "--trainer.accelerator=cpu", "--trainer.precision=32", "--model.pretrained=none"])
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert exc.value.code == 2 and len(err) == 1 and err[0].startswith("error: --data.data_root"), err
     assert "expected layout" in err[0] and ("CUHK-SYSU" if dataset == "cuhk" else "PRW-v16.04.20") in err[0]

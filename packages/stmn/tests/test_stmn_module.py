@@ -65,7 +65,7 @@ def test_paper_configs_parse_and_missing_data_names_the_layout_before_any_run_fo
     printed = capsys.readouterr().out
     assert "backbone: resnet50" in printed and "lr: 0.0001" in printed and "max_epochs: 200" in printed
     with pytest.raises(SystemExit) as exc:
-        main(["train", "--config", name, "--trainer.accelerator=cpu"])
+        main(["train", "--config", name, "--trainer.accelerator=cpu", "--model.pretrained=none"])
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert exc.value.code == 2 and len(err) == 1 and err[0].startswith("error: ") and "expected layout" in err[0]
     assert "data/" in err[0]  # the paper config's data_root

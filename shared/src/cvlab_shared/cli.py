@@ -201,19 +201,7 @@ class CvlabCLI(LightningCLI):
             raise InputError(
                 "--trainer.max_epochs -1 trains forever and never tests; give a number of epochs (e.g. 30)"
             )
-        for key, value in _flatten(cfg.get("model")):
-            name = key.rsplit(".", 1)[-1]
-            if isinstance(value, str) and value.strip().lower() not in ("", "none", "null"):
-                if name.endswith("checkpoint"):
-                    check_checkpoint(value, f"--model.{key}")
-                elif name == "pretrained" and value.strip().lower() == "required":
-                    # a paper config's sentinel: it starts from pretrained weights and never trains from scratch unasked
-                    raise InputError(
-                        f"this config starts from pretrained weights: pass --model.{key} FILE (a local weights file; "
-                        f"nothing is downloaded), or --model.{key} none to train from scratch"
-                    )
-                elif name == "pretrained" and not Path(value).expanduser().is_file():
-                    raise InputError(f"--model.{key} {value} does not exist (a local weights file; nothing is downloaded)")
+        check_model_options(cfg.get("model"), self.subcommand or "train")
         self.early_datamodule = self._build_datamodule(cfg)
         if self.early_datamodule is not None:
             stage = "test" if self.subcommand == "test" else "fit"
@@ -269,6 +257,29 @@ class CvlabCLI(LightningCLI):
             if not self.run_folder_existed:
                 _remove_failed_run(self.run_folder)
             raise
+
+
+def check_model_options(model: Any, subcommand: str = "train") -> None:
+    """The model's file options, before anything is built: checkpoints and weights files must exist, and a paper
+    config's `pretrained: required` must be answered in `train` (a file, or `none` to train from scratch). In `test`
+    the weights come from the checkpoint, so `required` is read as `none` there (set in `model` in place)."""
+    for key, value in _flatten(model):
+        name = key.rsplit(".", 1)[-1]
+        if not isinstance(value, str) or value.strip().lower() in ("", "none", "null"):
+            continue
+        if name.endswith("checkpoint"):
+            check_checkpoint(value, f"--model.{key}")
+        elif name == "pretrained" and value.strip().lower() == "required":
+            if subcommand == "test":
+                model[key] = None
+                continue
+            # a paper config's sentinel: it starts from pretrained weights and never trains from scratch unasked
+            raise InputError(
+                f"this config starts from pretrained weights: pass --model.{key} FILE (a local weights file; "
+                f"nothing is downloaded), or --model.{key} none to train from scratch"
+            )
+        elif name == "pretrained" and not Path(value).expanduser().is_file():
+            raise InputError(f"--model.{key} {value} does not exist (a local weights file; nothing is downloaded)")
 
 
 def _flatten(value: Any, prefix: str = "") -> list[tuple[str, Any]]:

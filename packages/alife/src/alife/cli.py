@@ -31,7 +31,7 @@ from typing import Any
 import torch
 import yaml
 
-from cvlab_shared.cli import debug_enabled, fail, packaged_configs, run_cli, summary, take_debug_flag
+from cvlab_shared.cli import check_model_options, debug_enabled, fail, packaged_configs, run_cli, summary, take_debug_flag
 from cvlab_shared.data.checks import InputError, check_checkpoint
 from cvlab_shared.data.segmentation import LayoutError
 from cvlab_shared.steps import load_results, pending_steps, save_artifact, save_step_results, step_checkpoint, step_dir, write_table
@@ -307,7 +307,10 @@ class Run:
 
 
 def _check_inputs(run: Run, stage: str, options: argparse.Namespace) -> Path | None:
-    """Before any model is built or anything is written: the data root's layout and a given checkpoint."""
+    """Before any model is built or anything is written: weights and checkpoint options, the data root's layout and
+    a given checkpoint."""
+    if stage == "fit":
+        check_model_options(dict(run.model))
     run.datamodule.check_data(stage)
     return None if options.ckpt_path is None else check_checkpoint(options.ckpt_path)
 

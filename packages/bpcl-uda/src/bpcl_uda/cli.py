@@ -30,7 +30,16 @@ import yaml
 from bpcl_uda.data import BPCLDataModule
 from bpcl_uda.module import BPCLModule
 from bpcl_uda.pseudo_labels import pseudo_label_dir, write_pseudo_labels
-from cvlab_shared.cli import debug_enabled, fail, packaged_configs, parse_config, run_cli, summary, take_debug_flag
+from cvlab_shared.cli import (
+    check_model_options,
+    debug_enabled,
+    fail,
+    packaged_configs,
+    parse_config,
+    run_cli,
+    summary,
+    take_debug_flag,
+)
 from cvlab_shared.data.checks import InputError, check_checkpoint
 from cvlab_shared.data.segmentation import CITYSCAPES_CLASSES, LayoutError
 from cvlab_shared.metrics.uda import MIOU16_CLASSES
@@ -247,6 +256,7 @@ def train(options: argparse.Namespace, passthrough: list[str], values: dict[str,
     resume = _resume_point(options, rounds)
     if resume is not None and options.run_dir is None:
         run_dir = resume[1].parent.parent
+    check_model_options(parse_config(BPCLModule, BPCLDataModule, PACKAGE, list(passthrough)).model)
     datamodule = _datamodule(passthrough)
     datamodule.check_data("fit")  # before any model: one error line, nothing written
     stages = ["source_only"] if options.round is None else []

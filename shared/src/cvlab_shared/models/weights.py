@@ -15,7 +15,11 @@ def load_pretrained(model: nn.Module, path: str | Path | None, strict: bool = Fa
     Accepts a bare state dict or a checkpoint holding one under "state_dict" or "model". `prefix` is stripped from
     keys (e.g. "module." or "backbone."). Returns the model.
     """
-    if path is None or str(path) == "":
+    if str(path).strip().lower() == "required":
+        raise ValueError(
+            "this model starts from pretrained weights: pass a local weights file, or 'none' to train from scratch"
+        )
+    if path is None or str(path).strip().lower() in ("", "none"):
         print(f"no pretrained weights given for {type(model).__name__}: training from scratch", flush=True)
         return model
     path = Path(path)
