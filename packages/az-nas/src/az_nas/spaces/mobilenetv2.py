@@ -128,7 +128,24 @@ def block_residuals(block: IDWBlock, c_in: int) -> list[tuple[int, int, int, int
     return out
 
 
-class MBV2Network(nn.Module):
+class StemLayersHead(nn.Module):
+    """A MobileNetV2-like net: `stem`, `layers`, `head`, global average pooling, `classifier` (set by subclasses);
+    `feature_blocks()` = stem, every layer, head (AZ-NAS's feature maps)."""
+
+    def feature_blocks(self) -> list[nn.Module]:
+        return [self.stem, *self.layers, self.head]
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        for layer in self.layers:
+            x = layer(x)
+        return self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.forward_features(x).mean(dim=(2, 3)))
+
+
+class MBV2Network(StemLayersHead):
     """The network of a genome; `feature_blocks()` = stem, every inverted residual, head (AZ-NAS's feature maps)."""
 
     def __init__(self, genome: MBV2Genome, num_classes: int = 1000, in_channels: int = 3) -> None:
@@ -144,17 +161,6 @@ class MBV2Network(nn.Module):
         self.head = conv_bn(c_in, genome.last_channels, 1)
         self.classifier = nn.Linear(genome.last_channels, num_classes)
 
-    def feature_blocks(self) -> list[nn.Module]:
-        return [self.stem, *self.layers, self.head]
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x)
-        for layer in self.layers:
-            x = layer(x)
-        return self.head(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.forward_features(x).mean(dim=(2, 3)))
 
 
 def mbv2_flops(genome: MBV2Genome, resolution: int = 224, num_classes: int = 1000, in_channels: int = 3) -> float:

@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass, replace
 import torch
 from torch import nn
 
+from az_nas.spaces.mobilenetv2 import StemLayersHead
+
 KERNELS = (3, 5, 7)
 EXPANSIONS = (1, 2, 4, 6)
 BUDGETS = {"450M": (450e6, 14), "600M": (600e6, 14), "1G": (1000e6, 16)}
@@ -93,7 +95,7 @@ class InvertedResidual(nn.Module):
         return self.act(self.body(x) + self.shortcut(x))
 
 
-class MBV2Network(nn.Module):
+class MBV2Network(StemLayersHead):
     """The network of a genome; `feature_blocks()` = stem, every inverted-residual layer, final 1x1 conv."""
 
     def __init__(self, genome: MBV2Genome, num_classes: int = 1000, in_channels: int = 3) -> None:
@@ -109,18 +111,6 @@ class MBV2Network(nn.Module):
         self.layers = nn.ModuleList(layers)
         self.head = conv_bn(c_in, genome.last_channels, 1)
         self.classifier = nn.Linear(genome.last_channels, num_classes)
-
-    def feature_blocks(self) -> list[nn.Module]:
-        return [self.stem, *self.layers, self.head]
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x)
-        for layer in self.layers:
-            x = layer(x)
-        return self.head(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.forward_features(x).mean(dim=(2, 3)))
 
 
 def _round8(value: float) -> int:
