@@ -9,7 +9,7 @@ import lightning.pytorch as pl
 import torch
 from torch import nn
 
-from cvlab_shared.metrics.segmentation import SegmentationMetrics
+from cvlab_shared.metrics.segmentation import SegmentationMetrics, incremental_step_scores, step_log_names
 from cvlab_shared.models.deeplab import DeepLabV3
 from cvlab_shared.runs import output_folder
 from cvlab_shared.visualize.segmentation import save_segmentation_grid
@@ -211,18 +211,10 @@ class DKDModule(pl.LightningModule):
 
     def _log_metric(self, metric: SegmentationMetrics, stage: str) -> dict[str, Any]:
         """old (class 0 + base classes), new (classes of steps 1..t), all mIoU and hIoU in %; at step 0 all = old."""
-        scores, per_class = metric.compute(), metric.per_class_iou()
-        metric.reset()
-        result = {
-            "old": float(scores.get("mIoU_old", scores["mIoU"])),
-            "new": float(scores["mIoU_new"]) if "mIoU_new" in scores else None,
-            "all": float(scores["mIoU"]),
-            "hiou": float(scores["hIoU"]) if "hIoU" in scores else None,
-        }
-        for name, value in result.items():
-            if value is not None:
-                self.log(f"{stage}/{'hiou' if name == 'hiou' else 'miou_' + name}", value)
-        return {**result, "per_class": per_class.tolist()}
+        result = incremental_step_scores(metric)
+        for name, value in step_log_names(stage, result).items():
+            self.log(name, value)
+        return result
 
     def on_validation_epoch_end(self) -> None:
         self._log_metric(self.val_metric, "val")

@@ -20,6 +20,7 @@ is summed over processes, so results under DDP equal single-process results on t
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torchmetrics import Metric
@@ -172,3 +173,23 @@ class SegmentationMetrics(Metric):
         """Per-class IoU (percent) over all processes (the state is synced for the call, like `compute`)."""
         with self.sync_context():
             return iou_from_confusion(self.confmat, self.absent)
+
+
+def incremental_step_scores(metric: SegmentationMetrics) -> dict[str, Any]:
+    """Old (background + base classes), new (classes of steps 1..t), all mIoU and hIoU in % of a computed metric,
+    then reset it; `new` and `hiou` are None at step 0 (all = old). `per_class` holds the per-class IoU list."""
+    scores, per_class = metric.compute(), metric.per_class_iou()
+    metric.reset()
+    return {
+        "old": float(scores.get("mIoU_old", scores["mIoU"])),
+        "new": float(scores["mIoU_new"]) if "mIoU_new" in scores else None,
+        "all": float(scores["mIoU"]),
+        "hiou": float(scores["hIoU"]) if "hIoU" in scores else None,
+        "per_class": per_class.tolist(),
+    }
+
+
+def step_log_names(stage: str, result: dict[str, Any]) -> dict[str, float]:
+    """The logged names of a step's scores (`<stage>/miou_old|miou_new|miou_all|hiou`), the absent ones left out."""
+    names = {"old": "miou_old", "new": "miou_new", "all": "miou_all", "hiou": "hiou"}
+    return {f"{stage}/{names[k]}": v for k, v in result.items() if k in names and v is not None}
