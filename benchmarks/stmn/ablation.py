@@ -8,7 +8,7 @@ identity batches and RRS frame choices (random erasing draws differ); only the m
 Results are appended to `--out` (JSON lines) as they finish, so an interrupted run keeps its finished seeds.
 
 Usage:
-    uv run --locked python benchmarks/stmn/ablation.py --seeds 0 1 2 3 4            # the README table
+    uv run --locked python benchmarks/stmn/ablation.py --seeds 0 1 2 3 4 5 6 7 8 9  # the README table
     uv run --locked python benchmarks/stmn/ablation.py --summary                     # table from --out only
 """
 
@@ -43,7 +43,7 @@ def run(variant: str, seed: int, args) -> dict:
         image_size=tuple(args.size),
         iters=args.iters,
         synthetic_train_ids=32,
-        synthetic_test_ids=24,
+        synthetic_test_ids=args.test_ids,
         synthetic_seed=args.data_seed,
         seed=seed,
     )
@@ -74,7 +74,7 @@ def run(variant: str, seed: int, args) -> dict:
 def settings(args) -> dict:
     """What makes two rows comparable: rows of other settings in the same --out file are left out of the table."""
     return {"epochs": args.epochs, "iters": args.iters, "lr_step": args.lr_step, "size": list(args.size),
-            "data_seed": args.data_seed}
+            "data_seed": args.data_seed, "test_ids": args.test_ids}
 
 
 def t_interval(diffs: list[float]) -> tuple[float, float, float]:
@@ -115,13 +115,14 @@ def summary(rows: list[dict]) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    p.add_argument("--seeds", type=int, nargs="+", default=list(range(10)))
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--iters", type=int, default=8)
     p.add_argument("--lr-step", type=int, default=20)
     p.add_argument("--size", type=int, nargs=2, default=[32, 16])
     p.add_argument("--data-seed", type=int, default=0)
+    p.add_argument("--test-ids", type=int, default=64, help="synthetic test identities (more = less test noise)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=str(HERE / "ablation_runs.jsonl"))
     p.add_argument("--save-net", default="", help="save the first seed's STMN network here (for where_memories_look)")

@@ -214,3 +214,38 @@ def test_ties_rank_the_match_first_and_matches_keep_order():
     out = evaluate_distmat(dist, [1], [1, 2, 1, 3], [0], [1, 1, 1, 1], per_query=True)
     # valid order: 0.2 (pid 3), then the tied 0.5s with both matches ranked before the non-match: ranks 2 and 3
     assert float(out["ap"][0]) == pytest.approx((1 / 2 + 2 / 3) / 2)
+
+
+def test_sort_free_match_counts_equal_a_binary_search_in_sorted_rows():
+    """The CPU float32 counting path gives the left binary-search positions of the sorted rows, ties, negative
+    distances, +inf items and rows without matches included."""
+    from cvlab_shared.metrics.retrieval import _count_below
+
+    gen = np.random.default_rng(0)
+    for _ in range(300):
+        b, g, p = gen.integers(1, 12), gen.integers(1, 50), gen.integers(1, 8)
+        work = torch.from_numpy(gen.integers(-4, 5, (b, g)).astype(np.float32) * 0.25)
+        work[torch.from_numpy(gen.random((b, g)) < 0.1)] = float("inf")
+        matches = work.gather(1, torch.from_numpy(gen.integers(0, g, (b, p))))
+        matches[torch.from_numpy(gen.random((b, p)) < 0.3)] = float("inf")
+        matches = matches.sort(1).values
+        expected = torch.searchsorted(work.sort(1).values, matches)
+        got = _count_below(work, matches)
+        finite = torch.isfinite(matches)
+        assert torch.equal(got[finite], expected[finite])
+        assert bool((got[~finite] >= g).all())
+
+
+def test_junk_columns_of_a_distance_matrix_count_as_removed():
+    """Junk gallery items left in a precomputed matrix change nothing: same metrics as the matrix without them."""
+    gen = torch.Generator().manual_seed(3)
+    q_pids, q_cams = torch.randint(1, 6, (30,), generator=gen), torch.randint(0, 3, (30,), generator=gen)
+    g_pids, g_cams = torch.randint(-1, 6, (200,), generator=gen), torch.randint(0, 3, (200,), generator=gen)
+    dist = torch.rand(30, 200, generator=gen)
+    dist[:, g_pids == -1] = -1.0  # junk closest of all: must not push any match down
+    keep = g_pids != -1
+    for unique in (False, True):
+        with_junk = evaluate_distmat(dist, q_pids, g_pids, q_cams, g_cams, max_rank=10, cmc_unique_ids=unique)
+        without = evaluate_distmat(dist[:, keep], q_pids, g_pids[keep], q_cams, g_cams[keep], max_rank=10,
+                                   cmc_unique_ids=unique)
+        assert with_junk == without

@@ -19,10 +19,11 @@ Protocol (Market-1501, as torchreid / fast-reid / open-reid and the official MAT
   counts them with AP 0, INP 0 and an all-zero CMC (official MATLAB), `no_match="zero_cmc"` counts them in the
   CMC only (SYSU-MM01: LbA/AGW `eval_sysu` and the official MATLAB).
 
-No argsort and no (queries x gallery) match matrix: invalid items are set to +inf, each row's distances are sorted
-as values (NumPy's vectorised sort on the CPU, several times faster than an argsort), each query's matches are
-gathered through a pid -> gallery inverted index, and their ranks come from a binary search of their distances
-in the sorted row. Junk gallery items are dropped before any distance is computed. Ties between a match and a
+No argsort and no (queries x gallery) match matrix: invalid items are set to +inf, each query's matches are
+gathered through a pid -> gallery inverted index, and a match's rank is 1 + the number of valid items closer than
+it. On the CPU (float32) that count needs no row sort: the items closer than a row's farthest match are binned among
+the row's matches with one binary search over exact (row, value) integer keys; elsewhere each row's distances are
+sorted as values and the matches binary-searched in them. Junk gallery items are dropped before any distance is computed. Ties between a match and a
 non-match rank the match first; with continuous features there are none.
 
 `evaluate_retrieval(features...)` computes the distances block by block (the full query x gallery matrix is never
@@ -98,6 +99,42 @@ def _sort_rows(dist: torch.Tensor) -> torch.Tensor:
     return torch.sort(dist, dim=1).values
 
 
+def _row_keys(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """int64 keys that sort as (row, float32 value): the row (values come row after row, `counts` per row) in the
+    high 32 bits, the value's bits made order-preserving (negative floats' magnitude bits flipped) in the low ones."""
+    bits = values.view(np.int32)
+    keys = np.where(bits < 0, bits ^ np.int32(0x7FFFFFFF), bits).astype(np.int64)
+    keys += np.repeat(np.arange(len(counts), dtype=np.int64) << 32, counts)
+    return keys
+
+
+def _count_below(work: torch.Tensor, match_dist: torch.Tensor) -> torch.Tensor:
+    """For each row's ascending match distances, how many of the row's distances are strictly smaller (what a
+    left binary search in the sorted row gives). Padding (+inf) entries get a value >= every real one.
+
+    CPU float32: no row sort. Only distances below the row's largest finite match can be counted, so those are
+    taken out (a fraction of the gallery in practice), each is binned among its row's matches with one global
+    binary search over exact (row, value) integer keys, and the per-row bin counts are cumulated."""
+    if work.device.type != "cpu" or work.dtype != torch.float32 or match_dist.shape[1] == 0:
+        return torch.searchsorted(_sort_rows(work).to(work.device), match_dist.contiguous())
+    d, m = work.numpy(), match_dist.numpy()
+    finite = np.isfinite(m)
+    out = np.full(m.shape, d.shape[1], dtype=np.int64)
+    if not finite.any():
+        return torch.from_numpy(out)
+    n_fin = finite.sum(1)
+    below = d < np.where(finite, m, -np.inf).max(1)[:, None]
+    keys = _row_keys(d[below], np.count_nonzero(below, axis=1))
+    match_keys = _row_keys(np.ascontiguousarray(m[finite]), n_fin)
+    # an element's bin: its row's first match > it (never past the row's last match, which is > it)
+    counts = np.bincount(np.searchsorted(match_keys, keys, side="right"), minlength=len(match_keys))
+    total = np.cumsum(counts[: len(match_keys)])
+    row_start = np.cumsum(n_fin) - n_fin
+    before_row = np.where(row_start > 0, total[np.maximum(row_start - 1, 0)], 0)
+    out[finite] = total - np.repeat(before_row, n_fin)
+    return torch.from_numpy(out)
+
+
 def match_ranks(
     dist: torch.Tensor,
     q_pids: torch.Tensor,
@@ -105,8 +142,10 @@ def match_ranks(
     gallery: GalleryIndex,
     same_camera_rule: bool = True,
     exclude_camera_pairs: Sequence[tuple[int, int]] = (),
+    invalid_cols: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """1-based ranks of each query's true matches among its valid gallery items.
+    """1-based ranks of each query's true matches among its valid gallery items (`invalid_cols`: gallery columns
+    that never count, e.g. junk items left in a precomputed matrix).
 
     Invalid items (same pid and camera; gallery cameras excluded for the query camera) get distance +inf, each row
     is sorted, and each match's rank is found by binary search of its distance. Returns `(ranks, num_matches,
@@ -114,6 +153,8 @@ def match_ranks(
     block's distances with invalid items at +inf.
     """
     work = dist.clone()
+    if invalid_cols is not None:
+        work[:, invalid_cols] = float("inf")
     pos, in_pid = gallery.candidates(q_pids)
     cand_cams = gallery.camids[pos]
     bad = in_pid & (cand_cams == q_camids[:, None]) if same_camera_rule else torch.zeros_like(in_pid)
@@ -127,7 +168,7 @@ def match_ranks(
         positive, work.gather(1, pos), torch.tensor(float("inf"), dtype=work.dtype, device=work.device)
     )
     match_dist = match_dist.sort(1).values
-    left = torch.searchsorted(_sort_rows(work).to(work.device), match_dist.contiguous())
+    left = _count_below(work, match_dist)
     j = torch.arange(left.shape[1], device=left.device)[None]
     ranks = torch.cummax(left - j, dim=1).values + j + 1
     return ranks, positive.sum(1), work
@@ -241,15 +282,17 @@ def _evaluate_blocks(
     per_query,
     exclude_camera_pairs: Sequence[tuple[int, int]] = (),
     cmc_unique_ids: bool = False,
+    invalid_cols: torch.Tensor | None = None,
 ) -> dict:
-    """Metrics over query blocks; `g_pids` / `g_camids` must already exclude junk (see `_gallery_labels`)."""
+    """Metrics over query blocks; `g_pids` / `g_camids` must already exclude junk (see `_gallery_labels`), or
+    junk columns are named in `invalid_cols` and their pids are a value no query has."""
     q_pids, q_camids = _as_long(q_pids, device), _as_long(q_camids, device)
     gallery = GalleryIndex.build(_as_long(g_pids, device), _as_long(g_camids, device))
-    max_rank = min(max_rank, len(gallery.pids))
+    max_rank = min(max_rank, len(gallery.pids) - (0 if invalid_cols is None else len(invalid_cols)))
     parts = []
     for rows, dist in blocks:
         qp, qc = q_pids[rows], q_camids[rows]
-        ranks, n, valid_dist = match_ranks(dist, qp, qc, gallery, same_camera_rule, exclude_camera_pairs)
+        ranks, n, valid_dist = match_ranks(dist, qp, qc, gallery, same_camera_rule, exclude_camera_pairs, invalid_cols)
         first = first_match_identity_rank(valid_dist, qp, gallery) if cmc_unique_ids else None
         parts.append(query_scores(ranks, n, ap, max_rank, first))
     return _summarise(parts, no_match, max_rank, per_query)
@@ -278,12 +321,14 @@ def evaluate_distmat(
         raise ValueError(
             f"distmat is {tuple(distmat.shape)} but there are {len(q_pids)} queries and {len(g_pids)} gallery items"
         )
-    g_pids, g_camids, keep = _gallery_labels(g_pids, g_camids, junk_pids, distmat.device)
+    # junk columns stay in the matrix (no column copy) and are set to +inf in each block's working copy
+    g_pids, g_camids = _as_long(g_pids, distmat.device), _as_long(g_camids, distmat.device)
+    junk = torch.isin(g_pids, torch.as_tensor(list(junk_pids), dtype=torch.long, device=distmat.device))
+    invalid_cols = junk.nonzero()[:, 0] if bool(junk.any()) else None
+    if invalid_cols is not None:
+        g_pids = g_pids.masked_fill(junk, torch.iinfo(torch.long).min)  # a pid no query has
     block = block or _default_block(distmat.shape[1])
-    blocks = (
-        (slice(s, s + block), distmat[s : s + block] if keep is None else distmat[s : s + block].index_select(1, keep))
-        for s in range(0, distmat.shape[0], block)
-    )
+    blocks = ((slice(s, s + block), distmat[s : s + block]) for s in range(0, distmat.shape[0], block))
     return _evaluate_blocks(
         blocks,
         q_pids,
@@ -298,6 +343,7 @@ def evaluate_distmat(
         per_query,
         exclude_camera_pairs,
         cmc_unique_ids,
+        invalid_cols,
     )
 
 
