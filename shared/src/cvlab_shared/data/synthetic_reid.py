@@ -113,14 +113,55 @@ def _box_blur(img: np.ndarray, radius: int) -> np.ndarray:
     return out / size**2
 
 
+def _grid(size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Normalised row and column coordinates (y, x in [0, 1)) of an HxW image."""
+    h, w = size
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    return yy / h, xx / w
+
+
+def _person_parts(yy, xx, top: float, body_h: float, cx: float, half: float, spread: float) -> dict:
+    """Masks of a standing person (head ellipse, torso box, two legs `spread` apart, bag slot on the right side)
+    and `rel`, the height fraction of each row within the body."""
+    rel = (yy - top) / body_h
+    side = cx + half * 1.05
+    return {
+        "rel": rel,
+        "head": ((xx - cx) / (half * 0.55)) ** 2 + ((rel - 0.07) / 0.07) ** 2 < 1,
+        "torso": (rel >= 0.15) & (rel < 0.55) & (np.abs(xx - cx) < half),
+        "legs": (rel >= 0.55) & (rel < 1.0) & (np.abs(np.abs(xx - cx) - spread) < half * 0.38),
+        "bag": (rel >= 0.25) & (rel < 0.5) & (xx >= side - 0.02) & (xx < side + 0.16),
+    }
+
+
+def _paint_person(img: np.ndarray, identity: Identity, parts: dict, xx, head, upper, lower, bag, stripe, check) -> None:
+    """Colour a person's parts in place: `stripe(upper)` / `check(upper)` give the torso pattern's second colour."""
+    torso, rel = parts["torso"], parts["rel"]
+    img[parts["head"]] = head
+    img[torso] = upper
+    if identity.pattern == 1:
+        img[torso & (np.floor(rel * 24) % 2 == 0)] = stripe(upper)
+    elif identity.pattern == 2:
+        img[torso & ((np.floor(rel * 16) + np.floor(xx * 10)) % 2 == 0)] = check(upper)
+    img[parts["legs"]] = lower
+    if identity.bag is not None:
+        img[parts["bag"]] = bag
+
+
+def _finish(img: np.ndarray, style: CameraStyle, rng: np.random.Generator, blur: int) -> np.ndarray:
+    """Camera rendering of a float RGB image: blur, contrast, brightness, colour gain, sensor noise -> uint8."""
+    img = _box_blur(img, blur)
+    img = (img - 0.5) * style.contrast + 0.5 + style.brightness
+    img = img * np.array(style.gain, np.float32) + rng.normal(0, 0.02, img.shape).astype(np.float32)
+    return (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
+
+
 def render(
     identity: Identity | None, style: CameraStyle, size: tuple[int, int], rng: np.random.Generator, domain: dict
 ) -> np.ndarray:
     """One HxWx3 uint8 image of `identity` (None: background only) seen by a camera with `style`."""
-    h, w = size
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    yy, xx = yy / h, xx / w
-    img = np.empty((h, w, 3), np.float32)
+    yy, xx = _grid(size)
+    img = np.empty((*size, 3), np.float32)
     img[:] = style.background
     if domain["texture"] > 0:
         trng = np.random.default_rng(style.texture_seed)
@@ -133,29 +174,13 @@ def render(
         top = (1 - body_h) / 2 + rng.uniform(-0.03, 0.03)
         cx = 0.5 + rng.uniform(-0.07, 0.07)
         half = identity.width / 2 * rng.uniform(0.92, 1.08)
-        rel = (yy - top) / body_h
-        head = ((xx - cx) / (half * 0.55)) ** 2 + ((rel - 0.07) / 0.07) ** 2 < 1
-        torso = (rel >= 0.15) & (rel < 0.55) & (np.abs(xx - cx) < half)
-        spread = rng.uniform(0.03, 0.12)
-        legs = (rel >= 0.55) & (rel < 1.0) & (np.abs(np.abs(xx - cx) - spread) < half * 0.38)
-        img[head] = (0.85, 0.68, 0.55)
-        upper = np.array(identity.upper, np.float32)
-        img[torso] = upper
-        if identity.pattern == 1:
-            img[torso & (np.floor(rel * 24) % 2 == 0)] = upper * 0.45
-        elif identity.pattern == 2:
-            img[torso & ((np.floor(rel * 16) + np.floor(xx * 10)) % 2 == 0)] = 1 - upper
-        img[legs] = identity.lower
-        if identity.bag is not None:
-            side = cx + half * 1.05
-            img[(rel >= 0.25) & (rel < 0.5) & (xx >= side - 0.02) & (xx < side + 0.16)] = identity.bag
+        parts = _person_parts(yy, xx, top, body_h, cx, half, rng.uniform(0.03, 0.12))
+        _paint_person(img, identity, parts, xx, (0.85, 0.68, 0.55), np.array(identity.upper, np.float32),
+                      identity.lower, identity.bag, lambda u: u * 0.45, lambda u: 1 - u)
         if rng.random() < 0.15:
             y0, x0 = rng.uniform(0.2, 0.7), rng.uniform(-0.2, 0.6)
             img[(yy >= y0) & (yy < y0 + 0.25) & (xx >= x0) & (xx < x0 + 0.5)] = rng.uniform(0.1, 0.9, 3)
-    img = _box_blur(img, style.blur)
-    img = (img - 0.5) * style.contrast + 0.5 + style.brightness
-    img = img * np.array(style.gain, np.float32) + rng.normal(0, 0.02, img.shape).astype(np.float32)
-    return (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
+    return _finish(img, style, rng, style.blur)
 
 
 def _market_name(pid: int, cam: int, frame: int) -> str:

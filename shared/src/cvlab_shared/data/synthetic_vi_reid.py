@@ -21,7 +21,17 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cvlab_shared.data.synthetic_reid import DOMAINS, CameraStyle, Identity, _box_blur, _identity, render
+from cvlab_shared.data.synthetic_reid import (
+    DOMAINS,
+    CameraStyle,
+    Identity,
+    _box_blur,
+    _grid,
+    _identity,
+    _paint_person,
+    _person_parts,
+    render,
+)
 
 # Scene of each SYSU camera: cameras 2 and 3 are the same indoor room.
 SYSU_SCENE = {1: 0, 2: 1, 3: 1, 4: 2, 5: 3, 6: 4}
@@ -52,8 +62,7 @@ def _thermal_levels(identity: Identity) -> tuple[float, float, float]:
 def render_thermal(identity: Identity, scene_seed: int, size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
     """One HxW uint8 "thermal" image of `identity` in the scene `scene_seed` (same body model as `render`)."""
     h, w = size
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    yy, xx = yy / h, xx / w
+    yy, xx = _grid(size)
     img = np.full((h, w), 0.18, np.float32)
     trng = np.random.default_rng(scene_seed)
     freq, phase = trng.uniform(3, 9), trng.uniform(0, 6.3)
@@ -65,21 +74,8 @@ def render_thermal(identity: Identity, scene_seed: int, size: tuple[int, int], r
     top = (1 - body_h) / 2 + rng.uniform(-0.03, 0.03)
     cx = 0.5 + rng.uniform(-0.07, 0.07)
     half = identity.width / 2 * rng.uniform(0.92, 1.08)
-    rel = (yy - top) / body_h
-    head = ((xx - cx) / (half * 0.55)) ** 2 + ((rel - 0.07) / 0.07) ** 2 < 1
-    torso = (rel >= 0.15) & (rel < 0.55) & (np.abs(xx - cx) < half)
-    spread = rng.uniform(0.03, 0.12)
-    legs = (rel >= 0.55) & (rel < 1.0) & (np.abs(np.abs(xx - cx) - spread) < half * 0.38)
-    img[head] = 0.95
-    img[torso] = upper_t
-    if identity.pattern == 1:
-        img[torso & (np.floor(rel * 24) % 2 == 0)] = upper_t * 0.85
-    elif identity.pattern == 2:
-        img[torso & ((np.floor(rel * 16) + np.floor(xx * 10)) % 2 == 0)] = upper_t * 0.85
-    img[legs] = lower_t
-    if identity.bag is not None:
-        side = cx + half * 1.05
-        img[(rel >= 0.25) & (rel < 0.5) & (xx >= side - 0.02) & (xx < side + 0.16)] = bag_t
+    parts = _person_parts(yy, xx, top, body_h, cx, half, rng.uniform(0.03, 0.12))
+    _paint_person(img, identity, parts, xx, 0.95, upper_t, lower_t, bag_t, lambda u: u * 0.85, lambda u: u * 0.85)
     img = _box_blur(img[..., None], 1)[..., 0] + rng.normal(0, 0.02, img.shape).astype(np.float32)
     return (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
 

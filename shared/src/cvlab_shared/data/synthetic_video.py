@@ -28,7 +28,17 @@ import numpy as np
 from PIL import Image
 from scipy.io import savemat
 
-from cvlab_shared.data.synthetic_reid import DOMAINS, CameraStyle, Identity, _box_blur, _camera_styles, _identity
+from cvlab_shared.data.synthetic_reid import (
+    DOMAINS,
+    CameraStyle,
+    Identity,
+    _camera_styles,
+    _finish,
+    _grid,
+    _identity,
+    _paint_person,
+    _person_parts,
+)
 
 VIDEO_LAYOUTS = ("mars", "dukev")
 
@@ -45,10 +55,8 @@ def _render_frame(
     occlude: tuple[float, float, tuple[float, float, float]] | None,
     blur: int,
 ) -> np.ndarray:
-    h, w = size
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    yy, xx = yy / h, xx / w
-    img = np.empty((h, w, 3), np.float32)
+    yy, xx = _grid(size)
+    img = np.empty((*size, 3), np.float32)
     img[:] = style.background
     trng = np.random.default_rng(style.texture_seed)
     freq, phase = trng.uniform(3, 9), trng.uniform(0, 6.3)
@@ -57,31 +65,16 @@ def _render_frame(
         body_h = identity.height * scale
         top = (1 - body_h) / 2 + rng.uniform(-0.01, 0.01)
         half = identity.width / 2 * scale
-        rel = (yy - top) / body_h
-        head = ((xx - cx) / (half * 0.55)) ** 2 + ((rel - 0.07) / 0.07) ** 2 < 1
-        torso = (rel >= 0.15) & (rel < 0.55) & (np.abs(xx - cx) < half)
-        legs = (rel >= 0.55) & (rel < 1.0) & (np.abs(np.abs(xx - cx) - 0.07) < half * 0.38)
-        img[head] = (0.85, 0.68, 0.55)
-        upper = np.array(identity.upper, np.float32)
-        img[torso] = upper
-        if identity.pattern == 1:
-            img[torso & (np.floor(rel * 24) % 2 == 0)] = upper * 0.45
-        elif identity.pattern == 2:
-            img[torso & ((np.floor(rel * 16) + np.floor(xx * 10)) % 2 == 0)] = 1 - upper
-        img[legs] = identity.lower
-        if identity.bag is not None:
-            side = cx + half * 1.05
-            img[(rel >= 0.25) & (rel < 0.5) & (xx >= side - 0.02) & (xx < side + 0.16)] = identity.bag
+        parts = _person_parts(yy, xx, top, body_h, cx, half, 0.07)
+        _paint_person(img, identity, parts, xx, (0.85, 0.68, 0.55), np.array(identity.upper, np.float32),
+                      identity.lower, identity.bag, lambda u: u * 0.45, lambda u: 1 - u)
     if bar is not None:
         x0, width, colour = bar
         img[:, (xx[0] >= x0) & (xx[0] < x0 + width)] = colour
     if occlude is not None:
         y0, height, colour = occlude
         img[(yy >= y0) & (yy < y0 + height)] = colour
-    img = _box_blur(img, style.blur + blur)
-    img = (img - 0.5) * style.contrast + 0.5 + style.brightness
-    img = img * np.array(style.gain, np.float32) + rng.normal(0, 0.02, img.shape).astype(np.float32)
-    return (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
+    return _finish(img, style, rng, style.blur + blur)
 
 
 def _tracklet(
