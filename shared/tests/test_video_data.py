@@ -1,13 +1,14 @@
-"""Video readers on the synthetic writer's MARS and DukeMTMC-VideoReID layouts, the frame-sampling protocols and
-the errors on bad input."""
+"""Video readers on the synthetic writer's MARS, DukeMTMC-VideoReID and LS-VID layouts, the frame-sampling
+protocols and the errors on bad input."""
 
 import random
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from scipy.io import savemat
+from scipy.io import loadmat, savemat
 
 from cvlab_shared.data.synthetic_video import write_synthetic_video
 from cvlab_shared.data.video import (
@@ -75,25 +76,100 @@ def test_dukev_reader_and_layout_names(tmp_path):
         assert f"_C{t.camid + 1}_" in t.paths[0]
 
 
-def test_lsvid_list_layout(tmp_path, mars):
-    src = read_mars(mars[0])
-    base = tmp_path / "LS-VID"
-    lines = {"train": [], "test": []}
-    for part, tracks in (("train", src.train), ("test", src.test)):
-        for i, t in enumerate(tracks):
-            folder = base / f"tracklet_{part}" / f"{i:04d}"
-            folder.mkdir(parents=True)
-            for p in t.paths:
-                shutil.copy(p, folder)
-            lines[part].append(f"tracklet_{part}/{i:04d} {t.pid} {t.camid}")
-    (base / "list_sequence").mkdir()
-    for part in ("train", "test"):
-        (base / "list_sequence" / f"list_seq_{part}.txt").write_text("\n".join(lines[part]))
-    (base / "list_sequence" / "query_idx.txt").write_text(" ".join(map(str, src.query_idx)))
-    (base / "list_sequence" / "gallery_idx.txt").write_text(" ".join(map(str, src.gallery_idx)))
-    split = read_lsvid(tmp_path)
-    assert [(t.pid, t.camid, len(t.paths)) for t in split.test] == [(t.pid, t.camid, len(t.paths)) for t in src.test]
-    assert split.query_idx == src.query_idx
+@pytest.fixture(scope="module")
+def lsvid(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lsvid")
+    return root, write_synthetic_video(root, layout="lsvid", seed=4, **SMALL)
+
+
+def _records(split):
+    return [(t.pid, t.camid, len(t.paths)) for t in split.train], [(t.pid, t.camid, len(t.paths)) for t in split.test]
+
+
+def test_lsvid_list_layout(tmp_path, lsvid):
+    """The LS-VID release: '<prefix> <pid>' lists, frames `{trackid}_{frame}_{camid}_{n}.jpg`, `info_test.mat` as
+    MATLAB v7.3 (HDF5) or v5, the re-arranged `LSVID/info/...` copy, queries outside the gallery."""
+    src = tmp_path / "v73"
+    shutil.copytree(lsvid[0], src)
+    meta = lsvid[1]
+    mat = src / "LS-VID/test/data/info_test.mat"
+    with pytest.raises(NotImplementedError):  # a real v7.3 file: scipy refuses it, the reader goes through h5py
+        loadmat(str(mat))
+    split = read_video_dataset("LS-VID", src)
+    assert [tuple(t[1:]) for t in meta["train_tracks"]] == _records(split)[0]
+    assert [tuple(t[1:]) for t in meta["test_tracks"]] == _records(split)[1]  # cameras 0-based from the names
+    queries = [i for i, t in enumerate(meta["test_tracks"]) if t[0] == "query"]
+    assert split.query_idx == queries and split.gallery_idx == [i for i in range(len(split.test)) if i not in queries]
+    assert {t.camid for t in split.test} == set(range(4)) and min(len(t.paths) for t in split.test) >= 1
+    for t in split.train + split.test:
+        names = [p.split("/")[-1].split("_") for p in t.paths]
+        assert len({n[0] for n in names}) == 1 and {int(n[2]) for n in names} == {t.camid + 1}
+        assert [int(n[1]) for n in names] == sorted(int(n[1]) for n in names)
+    # frame numbers without zero padding: the order is by number (9 before 10), not by name
+    track = max(split.test, key=lambda t: len(t.paths))
+    renamed = []
+    for k, path in enumerate(track.paths):
+        trackid, _, cam, n = Path(path).name.split("_")
+        renamed.append(Path(path).with_name(f"{trackid}_{8 + k}_{cam}_{n}"))
+        Path(path).rename(renamed[-1])
+    again = read_lsvid(src)
+    assert again.test[split.test.index(track)].paths == tuple(str(p) for p in renamed)
+    # the same query rows in a MATLAB v5 file (scipy) and in the re-arranged copy
+    rows = np.array([[i + 1.0 for i in queries]])
+    mat.unlink()
+    savemat(str(mat), {"query": rows})
+    assert read_lsvid(src).query_idx == queries
+    moved = tmp_path / "moved" / "LSVID"
+    shutil.copytree(src / "LS-VID", moved)
+    (moved / "info").mkdir()
+    shutil.move(moved / "list_sequence", moved / "info" / "list_sequence")
+    shutil.move(moved / "test" / "data", moved / "info" / "data")
+    rearranged = read_lsvid(moved.parent)
+    assert _records(rearranged) == _records(again) and rearranged.query_idx == queries
+    # a query whose identity has no gallery tracklet is left out, as the skip rule would
+    line = (src / "LS-VID/list_sequence/list_seq_test.txt").read_text().splitlines()[queries[0]]
+    lone = line.split()[0]
+    (src / "LS-VID/list_sequence/list_seq_test.txt").write_text(
+        (src / "LS-VID/list_sequence/list_seq_test.txt").read_text() + f"{lone} 9999\n"
+    )
+    savemat(str(mat), {"query": np.append(rows, len(split.test) + 1.0)[None]})
+    lonely = read_lsvid(src)
+    assert lonely.test[-1].pid == 9999 and lonely.query_idx == queries
+    assert len(split.test) not in lonely.gallery_idx and len(lonely.gallery_idx) == len(split.gallery_idx)
+
+
+def test_bad_lsvid_inputs_name_the_file_and_layout(tmp_path, lsvid):
+    with pytest.raises(FileNotFoundError, match="no LS-VID dataset found.*expected layout: LS-VID/list_sequence"):
+        read_lsvid(tmp_path / "nothing")
+    bad = tmp_path / "bad"
+    shutil.copytree(lsvid[0], bad)
+    base = bad / "LS-VID"
+    mat, test_list = base / "test/data/info_test.mat", base / "list_sequence/list_seq_test.txt"
+    good_mat, good_list = mat.read_bytes(), test_list.read_text()
+    mat.unlink()
+    with pytest.raises(FileNotFoundError, match=r"missing \[.*info_test.mat'\]; expected layout"):
+        read_lsvid(bad)
+    mat.write_bytes(b"not a MAT-file")
+    with pytest.raises(ValueError, match="cannot read .*info_test.mat as a MATLAB file"):
+        read_lsvid(bad)
+    savemat(str(mat), {"queries": np.array([[1.0]])})
+    with pytest.raises(ValueError, match="has no variable 'query'"):
+        read_lsvid(bad)
+    savemat(str(mat), {"query": np.array([[1.0, 10_000.0]])})
+    with pytest.raises(ValueError, match="query rows \\[10000\\] are outside"):
+        read_lsvid(bad)
+    mat.write_bytes(good_mat)
+    test_list.write_text(good_list + "tracklet_test/0001/99999_ 1\n")
+    with pytest.raises(ValueError, match="list_seq_test.txt:.*no frame starts with .*99999_.*expected layout"):
+        read_lsvid(bad)
+    test_list.write_text(good_list + "tracklet_test/0001/99999_\n")
+    with pytest.raises(ValueError, match="expected '<path prefix> <pid>'"):
+        read_lsvid(bad)
+    test_list.write_text(good_list)
+    frame = Path(read_lsvid(bad).test[0].paths[0])
+    frame.rename(frame.with_name(frame.name.split("_")[0] + "_x.jpg"))  # two fields instead of four
+    with pytest.raises(ValueError, match="cannot parse frame and camera"):
+        read_lsvid(bad)
 
 
 def test_restricted_random_sampling_and_all_frames_protocol():

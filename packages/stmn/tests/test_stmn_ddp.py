@@ -1,6 +1,10 @@
 """DDP with two CPU processes (gloo): the memories stay identical on both ranks, each rank evaluates its shard and
-the gathered evaluation (every test tracklet once) equals a single-process evaluation of the same weights."""
+the gathered evaluation (every test tracklet once) equals a single-process evaluation of the same weights; the
+`stmn train` command itself runs under DDP."""
 
+import csv
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -35,3 +39,47 @@ def test_two_process_fit_keeps_memories_identical_and_gathers_each_tracklet_once
     for protocol in ("rrs", "all"):
         for key, value in a["results"][protocol].items():
             assert model.results[protocol][key] == pytest.approx(value, abs=1e-6)
+
+
+@pytest.mark.slow
+def test_stmn_train_command_under_ddp_prints_once_and_ranks_each_test_tracklet_once(tmp_path):
+    """The real `stmn train` with `--trainer.strategy ddp --trainer.devices 2 --trainer.accelerator cpu`: Lightning's
+    launcher re-runs the console script for rank 1; one run folder, the results table printed once (rank 0), and
+    each protocol ranked every test tracklet of the set once (`test/*_tracklets` in metrics.csv)."""
+    data = tmp_path / "data"
+    command = [
+        str(Path(sys.executable).with_name("stmn")),
+        "train",
+        "--model.width=4",
+        "--data.image_size=[32,16]",
+        "--data.seq_len=4",
+        "--data.class_per_batch=4",
+        "--data.track_per_class=2",
+        "--data.iters=1",
+        "--data.synthetic_train_ids=8",
+        "--data.synthetic_test_ids=6",
+        "--data.synthetic_max_frames=6",
+        f"--data.data_root={data}",
+        "--trainer.max_epochs=1",
+        "--trainer.strategy=ddp",
+        "--trainer.devices=2",
+        "--trainer.accelerator=cpu",
+    ]
+    env = {**os.environ, "CVLAB_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-4000:]
+    lines = done.stdout.splitlines()
+    assert sum(line.startswith("epoch 1/1") for line in lines) == 1
+    for row in ("protocol ", "RRS ", "all frames "):
+        assert sum(line.startswith(row) for line in lines) == 1
+    assert "sync_dist" not in done.stderr
+    assert [p.name for p in (tmp_path / "runs/stmn").iterdir()] == ["version_0"]  # rank 1 made no run folder
+    rows = list(csv.DictReader(open(tmp_path / "runs/stmn/version_0/metrics.csv")))
+    test = [r for r in rows if r.get("test/rrs_tracklets")]
+    assert len(test) == 1
+    meta = json.loads((data / "MARS/synthetic_meta.json").read_text())
+    counts = meta["num_tracklets"]
+    for protocol in ("rrs", "all"):
+        assert float(test[0][f"test/{protocol}_tracklets"]) == counts["query"] + counts["gallery"]
+        assert float(test[0][f"test/{protocol}_queries"]) == counts["query"]
+        assert 0 < float(test[0][f"test/{protocol}_mAP"]) <= 1

@@ -106,6 +106,26 @@ def test_check_data_reads_the_dataset_and_writes_nothing(workdir):
     assert sorted(p for p in workdir.rglob("*")) == before
 
 
+def test_lsvid_dataset_reaches_the_core_reader(workdir, capsys):
+    """`--data.dataset lsvid` reads the LS-VID release layout (core writer); a missing info_test.mat stops the CLI."""
+    from cvlab_shared.data.synthetic_video import write_synthetic_video
+    from stmn.data import StmnDataModule
+
+    meta = write_synthetic_video(workdir / "ls", layout="lsvid", num_train_ids=5, num_test_ids=4, max_frames=4,
+                                 image_size=(16, 8), seed=1)
+    dm = StmnDataModule(dataset="lsvid", data_root=str(workdir / "ls"), image_size=(16, 8))
+    dm.check_data("fit")
+    assert dm.num_classes == 5 and len(dm.train_tracks) == meta["num_tracklets"]["train"]
+    assert len(dm.split.query) == meta["num_tracklets"]["query"]
+    assert len(dm.split.gallery) == meta["num_tracklets"]["gallery"]
+    (workdir / "ls/LS-VID/test/data/info_test.mat").unlink()
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--data.dataset", "lsvid", "--data.data_root", str(workdir / "ls"), "--trainer.accelerator=cpu"])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert exc.value.code == 2 and len(err) == 1 and "info_test.mat" in err[0] and "LS-VID/list_sequence" in err[0]
+    assert not (workdir / "runs").exists()
+
+
 def test_identity_batches_follow_the_official_shape_and_shard_over_ranks(monkeypatch):
     pids = [i // 3 for i in range(30)]  # 10 identities x 3 tracklets
     sampler = IdentityBatchSampler(pids, p=4, k=4, seed=1)

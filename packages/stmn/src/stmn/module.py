@@ -12,6 +12,7 @@ from stmn.losses import stmn_loss
 from stmn.models import STMN
 
 PROTOCOL_NAMES = {"rrs": "RRS", "all": "all frames"}
+COUNTS = ("tracklets", "queries")  # logged by the test only (metrics.csv), beside the metrics
 
 
 class StmnModule(pl.LightningModule):
@@ -64,6 +65,7 @@ class StmnModule(pl.LightningModule):
         self.net: STMN | None = None
         self._feats: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
         self.results: dict[str, dict[str, float]] = {}
+        self.test_results: dict[str, float] = {}
 
     def setup(self, stage: str) -> None:
         if self.net is not None:
@@ -142,7 +144,8 @@ class StmnModule(pl.LightningModule):
         self._feats = {}
 
     def evaluate_features(self, protocol: str) -> dict[str, float]:
-        """Gather every process's tracklet features (each test tracklet once) and evaluate the MARS protocol."""
+        """Gather every process's tracklet features (each test tracklet once) and evaluate the MARS protocol; the
+        metrics plus `tracklets` (features gathered) and `queries` (queries ranked)."""
         split = self.trainer.datamodule.split
         parts = self._feats.get(protocol, [])
         dim = self.net.feature_dim
@@ -161,22 +164,28 @@ class StmnModule(pl.LightningModule):
             split.gallery_idx,
             ap=self.hparams.eval_ap,
         )
-        return {k: float(out[k]) for k in ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP") if k in out}
+        metrics = {k: float(out[k]) for k in ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP") if k in out}
+        # what was ranked: every test tracklet's feature once (checked above), and the queries
+        return {**metrics, "tracklets": float(len(index)), "queries": float(out["num_queries"])}
 
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:  # a few batches only: no full test set to rank
             self._feats = {}
             return
         metrics = self.evaluate_features("rrs")
-        self.log_dict({f"val/{k}": v for k, v in metrics.items()}, sync_dist=False)
+        # the same values on every rank (all features gathered): syncing averages equal numbers, and under DDP
+        # Lightning warns for every epoch-level value logged without it
+        self.log_dict({f"val/{k}": v for k, v in metrics.items() if k not in COUNTS}, sync_dist=True)
         self._feats = {}
 
     def on_test_epoch_end(self) -> None:
         for protocol in ("rrs", "all"):
             if protocol in self._feats:
                 self.results[protocol] = metrics = self.evaluate_features(protocol)
-                self.log_dict({f"test/{protocol}_{k}": v for k, v in metrics.items()}, sync_dist=False)
+                self.log_dict({f"test/{protocol}_{k}": v for k, v in metrics.items()}, sync_dist=True)
         self._feats = {}
+        # kept flat for callers; its presence tells the core's Trainer.test that this module prints its own table
+        self.test_results = {f"{p}_{k}": v for p, m in self.results.items() for k, v in m.items()}
         if self.trainer.is_global_zero and self.results:
             print(self.results_table(), flush=True)
 

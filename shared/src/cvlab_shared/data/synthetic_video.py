@@ -1,4 +1,4 @@
-"""Deterministic synthetic video re-ID tracklets in the real MARS and DukeMTMC-VideoReID layouts, with the
+"""Deterministic synthetic video re-ID tracklets in the real MARS, DukeMTMC-VideoReID and LS-VID layouts, with the
 distractors STMN's memories are meant to remove.
 
 Each identity is an appearance code of the image writer (`cvlab_shared.data.synthetic_reid`: clothing colours,
@@ -14,9 +14,11 @@ per-frame jitter). Planted distractors:
 
 Test identities appear in 2-4 cameras, some with a second (same-camera) tracklet; each gets one or two queries
 from different cameras. The MARS layout adds `num_distractors` `0000` tracklets and `num_junk` `00-1` tracklets to
-`bbox_test`. `write_synthetic_video(root, layout=...)` returns the metadata (also saved as `synthetic_meta.json`
-in the dataset folder), including per-frame distractor flags in the readers' tracklet order, so a test can ask
-where the memories look. Same arguments and seed give the same files.
+`bbox_test`. The LS-VID layout writes `info_test.mat` as MATLAB v7.3 does (an HDF5 file behind a 512-byte MATLAB
+header, `query` stored as (1, N) doubles). `write_synthetic_video(root, layout=...)` returns the metadata (also
+saved as `synthetic_meta.json` in the dataset folder), including per-frame distractor flags and
+`[part, pid, 0-based camera, frames]` per tracklet in the readers' tracklet order, so a test can ask where the
+memories look. Same arguments and seed give the same files.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from cvlab_shared.data.synthetic_reid import (
     _person_parts,
 )
 
-VIDEO_LAYOUTS = ("mars", "dukev")
+VIDEO_LAYOUTS = ("mars", "dukev", "lsvid")
 
 
 def _render_frame(
@@ -140,7 +142,7 @@ def write_synthetic_video(
     camera_bias: float = 0.3,
     seed: int = 0,
 ) -> dict:
-    """Write a synthetic video dataset in `layout` ("mars" or "dukev") under `root`; see the module doc."""
+    """Write a synthetic video dataset in `layout` ("mars", "dukev" or "lsvid") under `root`; see the module doc."""
     if layout not in VIDEO_LAYOUTS:
         raise ValueError(f"layout must be one of {VIDEO_LAYOUTS}, got {layout!r}")
     if not 2 <= num_cams <= 6:
@@ -184,7 +186,7 @@ def write_synthetic_video(
         for pid in range(1501, 1501 + num_distractors):
             shoot("gallery", pid, int(rng.integers(num_cams)), _identity(rng, dom))
 
-    writer = _write_mars if layout == "mars" else _write_dukev
+    writer = {"mars": _write_mars, "dukev": _write_dukev, "lsvid": _write_lsvid}[layout]
     dataset_dir, order = writer(Path(root), tracks)
     meta = {
         "dataset_dir": str(dataset_dir),
@@ -198,6 +200,8 @@ def write_synthetic_video(
         # per-frame flags in each reader's order: train tracklets, then test tracklets (VideoSplit.test)
         "train_flags": [tracks[i][4] for i in order["train"]],
         "test_flags": [tracks[i][4] for i in order["test"]],
+        "train_tracks": [[tracks[i][0], tracks[i][1], tracks[i][2], len(tracks[i][3])] for i in order["train"]],
+        "test_tracks": [[tracks[i][0], tracks[i][1], tracks[i][2], len(tracks[i][3])] for i in order["test"]],
         "seed": seed,
     }
     (dataset_dir / "synthetic_meta.json").write_text(json.dumps(meta))
@@ -255,3 +259,41 @@ def _write_dukev(root: Path, tracks) -> tuple[Path, dict]:
     # the reader lists identity folders, then tracklet folders, in sorted order
     order = {p: [i for _, _, i in sorted(parts[p])] for p in parts}
     return base, {"train": order["train"], "test": order["query"] + order["gallery"]}
+
+
+def write_matlab_v73(path: Path, variables: dict[str, np.ndarray]) -> None:
+    """A MATLAB v7.3 MAT-file: HDF5 behind MATLAB's 128-byte text header (in a 512-byte user block), each variable
+    a dataset tagged with its MATLAB class, stored transposed as MATLAB does (column-major)."""
+    import h5py
+
+    with h5py.File(path, "w", userblock_size=512) as f:
+        for name, value in variables.items():
+            f.create_dataset(name, data=np.asarray(value, float).T)
+            f[name].attrs["MATLAB_class"] = np.bytes_("double")
+    header = b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Thu Jan  1 00:00:00 1970 HDF5 schema 1.00 ."
+    with open(path, "r+b") as f:
+        f.write(header.ljust(116) + bytes(8) + b"\x00\x02IM")
+
+
+def _write_lsvid(root: Path, tracks) -> tuple[Path, dict]:
+    base = root / "LS-VID"
+    order: dict[str, list[int]] = {"train": [], "test": []}
+    lines: dict[str, list[str]] = {"train": [], "test": []}
+    query_rows: list[int] = []
+    for i, (part, pid, cam, frames, _) in enumerate(tracks):
+        split = "train" if part == "train" else "test"
+        prefix = f"tracklet_{split}/{pid:04d}/{i + 1:05d}_"  # one track id per tracklet
+        start = 10 * (i + 1)  # video frame numbers
+        for f, image in enumerate(frames):
+            _save(base / f"{prefix}{start + f:06d}_{cam + 1:02d}_1.jpg", image)
+        lines[split].append(f"{prefix} {pid}")
+        order[split].append(i)
+        if part == "query":
+            query_rows.append(len(lines["test"]))
+    (base / "list_sequence").mkdir(parents=True, exist_ok=True)
+    for split in ("train", "test"):
+        (base / "list_sequence" / f"list_seq_{split}.txt").write_text("\n".join(lines[split]) + "\n")
+    (base / "test" / "data").mkdir(parents=True, exist_ok=True)
+    # MATLAB holds `query` as an N x 1 column; h5py reads it back as (1, N), as the public loaders index it
+    write_matlab_v73(base / "test" / "data" / "info_test.mat", {"query": np.array(query_rows, float)[:, None]})
+    return base, order

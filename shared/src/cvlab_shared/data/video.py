@@ -17,9 +17,14 @@ Layouts (`root` may be the dataset folder or the folder holding it):
   name lists) and `info/query_IDX.mat` (variable `query_IDX`, 1-based rows of the test tracks).
 - DukeMTMC-VideoReID: `DukeMTMC-VideoReID/{train,query,gallery}/PPPP/TTTT/*.jpg`, frame names
   `PPPP_CC_FFFF_...jpg` (camera = the digit after `C`) or the older `PPPPCcFFFF...jpg`.
-- LS-VID [layout unverified: the STMN converter is not released]: `LS-VID/list_sequence/list_seq_{train,test}.txt`
-  with lines `tracklet_folder pid camid` (0-based camera) and `LS-VID/list_sequence/{query,gallery}_idx.txt`
-  (0-based rows of the test list, one per line); frames are the sorted `*.jpg` of each folder.
+- LS-VID (the release as public loaders read it): `LS-VID/list_sequence/list_seq_{train,test}.txt` with one
+  tracklet per line, `<path prefix> <pid>`, the prefix relative to `LS-VID/`; the tracklet's frames are the files
+  whose path starts with the prefix, under `LS-VID/tracklet_{train,test}/`, named
+  `{trackid}_{frame}_{camid}_{n}.jpg` (1-based camera, 15 cameras) and ordered by frame number.
+  `LS-VID/test/data/info_test.mat` (MATLAB v7.3/HDF5, or v5) holds `query`, the 1-based rows of the queries in
+  `list_seq_test.txt`; the gallery is every other test tracklet (a query whose identity has no gallery tracklet
+  is left out, as the skip rule would: see `read_lsvid`). The re-arranged `LSVID/info/list_sequence/...` +
+  `LSVID/info/data/info_test.mat` (frames still under `LSVID/`) is read too.
 
 Frame sampling (STMN / STE-NVAN): `rrs_indices(n, S, rng)` is restricted random sampling (S chunks of ceil(n/S)
 frames, the last frame repeated to pad, one random frame per chunk; `rng=None` takes the first frame of each chunk,
@@ -29,6 +34,7 @@ ceil(n/S) clips of S frames taken with a stride). A one-frame tracklet works in 
 
 from __future__ import annotations
 
+import glob
 import math
 import random
 import re
@@ -51,8 +57,9 @@ MARS_LAYOUT = (
 )
 DUKEV_LAYOUT = "DukeMTMC-VideoReID/{train,query,gallery}/PPPP/TTTT/*.jpg"
 LSVID_LAYOUT = (
-    "LS-VID/list_sequence/{list_seq_train.txt,list_seq_test.txt} ('folder pid camid' lines) + "
-    "LS-VID/list_sequence/{query_idx.txt,gallery_idx.txt}"
+    "LS-VID/list_sequence/{list_seq_train.txt,list_seq_test.txt} ('<path prefix> <pid>' lines, frames "
+    "LS-VID/tracklet_{train,test}/.../{trackid}_{frame}_{camid}_{n}.jpg) + LS-VID/test/data/info_test.mat "
+    "('query': 1-based rows of list_seq_test.txt), or LSVID/info/list_sequence/... + LSVID/info/data/info_test.mat"
 )
 PROTOCOLS = ("rrs_train", "rrs", "all")
 
@@ -201,35 +208,126 @@ def read_dukev(root: str | Path) -> VideoSplit:
     return VideoSplit(train, query + gallery, list(range(len(query))), list(range(len(query), len(query) + len(gallery))))
 
 
+LSVID_FILES = (  # (train list, test list, query mat) of the release, then of the re-arranged copy
+    ("list_sequence/list_seq_train.txt", "list_sequence/list_seq_test.txt", "test/data/info_test.mat"),
+    ("info/list_sequence/list_seq_train.txt", "info/list_sequence/list_seq_test.txt", "info/data/info_test.mat"),
+)
+
+
+def _find_lsvid(root: str | Path) -> tuple[Path, tuple[str, str, str]]:
+    """The LS-VID folder under `root` and which of `LSVID_FILES` it holds; else name what is missing."""
+    root = Path(root).expanduser()
+    candidates = [root] + [root / n for n in ("LS-VID", "LSVID", "LS_VID", "lsvid")]
+    present = []
+    for folder in candidates:
+        for files in LSVID_FILES:
+            found = [f for f in files if (folder / f).is_file()]
+            if len(found) == len(files):
+                return folder, files
+            present.append((len(found), folder, files))
+    count, folder, files = max(present, key=lambda x: x[0])  # the most complete candidate, the first on ties
+    if count:
+        missing = [str(folder / f) for f in files if not (folder / f).is_file()]
+        raise FileNotFoundError(f"{folder} is missing {missing}; expected layout: {LSVID_LAYOUT}")
+    looked = ", ".join(str(c) for c in candidates)
+    raise FileNotFoundError(f"no LS-VID dataset found in any of: {looked}; expected layout: {LSVID_LAYOUT}")
+
+
+def _lsvid_frame(path: Path, list_file: Path, line_no: int) -> tuple[int, int]:
+    """(frame, 0-based camera) from an LS-VID frame name `{trackid}_{frame}_{camid}_{n}.jpg`."""
+    fields = path.stem.split("_")
+    try:
+        if len(fields) != 4:
+            raise ValueError
+        frame, cam = int(fields[1]), int(fields[2])
+    except ValueError as exc:
+        raise ValueError(
+            f"{list_file}:{line_no}: cannot parse frame and camera of {path} (expected "
+            f"{{trackid}}_{{frame}}_{{camid}}_{{n}}.jpg); expected layout: {LSVID_LAYOUT}"
+        ) from exc
+    if cam < 1:
+        raise ValueError(f"{list_file}:{line_no}: {path} has camera {cam}; cameras are 1-based: {LSVID_LAYOUT}")
+    return frame, cam - 1
+
+
 def _lsvid_list(list_file: Path, base: Path) -> list[Tracklet]:
     tracks = []
     for line_no, line in enumerate(list_file.read_text().splitlines(), 1):
         if not line.strip():
             continue
         try:
-            rel, pid, cam = line.split()[:3]
-            pid_i, cam_i = int(pid), int(cam)
+            prefix, pid = line.split()
+            pid_i = int(pid)
         except ValueError as exc:
-            raise ValueError(f"{list_file}:{line_no}: expected 'folder pid camid', got {line!r}") from exc
-        frames = sorted((base / rel).glob("*.jpg"))
-        if not frames:
-            raise ValueError(f"{list_file}:{line_no}: {base / rel} is an empty tracklet; layout: {LSVID_LAYOUT}")
-        tracks.append(Tracklet(tuple(str(f) for f in frames), pid_i, cam_i))
+            raise ValueError(
+                f"{list_file}:{line_no}: expected '<path prefix> <pid>', got {line!r}; expected layout: {LSVID_LAYOUT}"
+            ) from exc
+        head = f"{base}/{prefix}"
+        files = [Path(f) for f in glob.glob(glob.escape(head) + "*") if Path(f).is_file()]
+        if not files:
+            raise ValueError(
+                f"{list_file}:{line_no}: no frame starts with {head} (an empty tracklet); "
+                f"expected layout: {LSVID_LAYOUT}"
+            )
+        keyed = sorted((_lsvid_frame(f, list_file, line_no)[0], f.name, f) for f in files)
+        cam = _lsvid_frame(keyed[0][2], list_file, line_no)[1]
+        tracks.append(Tracklet(tuple(str(f) for _, _, f in keyed), pid_i, cam))
     return tracks
 
 
+def _lsvid_queries(path: Path) -> np.ndarray:
+    """The 1-based `query` rows of `info_test.mat`: h5py for MATLAB v7.3 (HDF5), scipy for v5."""
+    import h5py
+
+    try:
+        if h5py.is_hdf5(str(path)):
+            with h5py.File(path, "r") as f:
+                if "query" not in f:
+                    raise KeyError
+                query = np.asarray(f["query"][()])
+        else:
+            from scipy.io import loadmat
+
+            query = np.asarray(loadmat(str(path))["query"])
+    except KeyError as exc:
+        raise ValueError(f"{path} has no variable 'query'; expected layout: {LSVID_LAYOUT}") from exc
+    except Exception as exc:  # h5py and scipy raise several types for corrupt files
+        raise ValueError(f"cannot read {path} as a MATLAB file ({exc}); expected layout: {LSVID_LAYOUT}") from exc
+    rows = query.reshape(-1)
+    whole = np.isfinite(rows) & (rows == np.round(rows))
+    if query.size == 0 or query.size != max(query.shape, default=1) or not whole.all():
+        raise ValueError(
+            f"{path}: 'query' must be a non-empty vector of 1-based row numbers, got shape {query.shape}; "
+            f"expected layout: {LSVID_LAYOUT}"
+        )
+    return rows.astype(np.int64)
+
+
 def read_lsvid(root: str | Path) -> VideoSplit:
-    """LS-VID (Li et al., ICCV'19) from list files (layout unverified, see the module doc)."""
-    lists = ("list_seq_train.txt", "list_seq_test.txt", "query_idx.txt", "gallery_idx.txt")
-    folder = _find(root, ("LS-VID", "LS_VID", "lsvid"), [f"list_sequence/{f}" for f in lists], LSVID_LAYOUT)
-    ls = folder / "list_sequence"
-    train, test = _lsvid_list(ls / lists[0], folder), _lsvid_list(ls / lists[1], folder)
-    rows = [[int(x) for x in (ls / f).read_text().split()] for f in lists[2:]]
-    for name, idx in zip(lists[2:], rows):
-        if any(not 0 <= i < len(test) for i in idx):
-            raise ValueError(f"{ls / name}: rows outside the {len(test)} test tracklets")
-    _check_queries([test[i] for i in rows[0]], [test[i] for i in rows[1]], folder, LSVID_LAYOUT)
-    return VideoSplit(train, test, rows[0], rows[1])
+    """LS-VID (Li et al., ICCV'19, "Global-Local Temporal Representations"), the release as public loaders read it.
+
+    The queries are the `info_test.mat` rows and the gallery is every other test tracklet (what the public loaders
+    do). A query whose identity then has no gallery tracklet has no valid match, so the evaluators' usual skip rule
+    (`no_match="skip"`) would leave it out of every metric: it is left out of `query_idx` here, which gives the same
+    numbers. One public loader's docstring counts 140 such queries, in a note that MARS loaders carry word for word;
+    not checked on the real files here.
+    """
+    folder, files = _find_lsvid(root)
+    train, test = _lsvid_list(folder / files[0], folder), _lsvid_list(folder / files[1], folder)
+    mat = folder / files[2]
+    rows = _lsvid_queries(mat) - 1
+    bad = [int(i) + 1 for i in rows if not 0 <= i < len(test)]
+    if bad:
+        raise ValueError(f"{mat}: query rows {bad[:5]} are outside the {len(test)} tracklets of {folder / files[1]}")
+    if len(set(rows.tolist())) != len(rows):
+        raise ValueError(f"{mat}: the query rows repeat; expected layout: {LSVID_LAYOUT}")
+    queries = set(rows.tolist())
+    gallery_idx = [i for i in range(len(test)) if i not in queries]
+    gallery_pids = {test[i].pid for i in gallery_idx}
+    query_idx = [int(i) for i in rows if test[i].pid in gallery_pids]
+    if not query_idx:
+        raise ValueError(f"{mat}: no query identity has a gallery tracklet; expected layout: {LSVID_LAYOUT}")
+    return VideoSplit(train, test, query_idx, gallery_idx)
 
 
 VIDEO_READERS: dict[str, Callable[[str | Path], VideoSplit]] = {
