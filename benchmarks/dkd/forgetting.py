@@ -24,7 +24,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from dkd.steps import load_results, table_rows
+from cvlab_shared.steps import load_results, table_rows
 
 COMMON = [
     "--task=15-5",

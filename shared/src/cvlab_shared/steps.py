@@ -1,6 +1,6 @@
 """The run folder of a multi-step (class-incremental) run: one sub-folder per step, each step's results, the table.
 
-Layout (the model is DKD's driver; ALIFE adds per-stage artefacts inside the step folders)::
+Layout (used by the DKD and ALIFE drivers; ALIFE adds per-stage artefacts inside the step folders)::
 
     RUN/step_N/last.ckpt        the checkpoint that feeds step N + 1
     RUN/step_N/results.json     old / new / all mIoU, hIoU, per-class IoU (percent) and any extra columns

@@ -21,9 +21,9 @@ from pathlib import Path
 
 from cvlab_shared.cli import debug_enabled, fail, parse_config, run_cli, summary, take_debug_flag
 from cvlab_shared.data.checks import InputError, check_checkpoint, verify_images
+from cvlab_shared.steps import load_results, save_step_results, step_checkpoint, step_dir, write_table
 from dkd.data import DKDDataModule
 from dkd.module import DKDModule
-from dkd.steps import load_results, save_step_results, step_checkpoint, step_dir, write_table
 
 PACKAGE = "dkd"
 STEP_FIELDS = ("task", "setting", "dataset", "data_root")
