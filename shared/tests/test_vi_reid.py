@@ -15,9 +15,12 @@ from cvlab_shared.data.vi_reid import (
     PairedVIDataset,
     VIDatasetError,
     VIIdentitySampler,
+    random_sysu_permutations,
     read_regdb,
     read_sysu_mm01,
+    read_sysu_permutations,
     sysu_gallery,
+    write_sysu_permutations,
 )
 from cvlab_shared.metrics.vi_reid import evaluate_regdb, evaluate_sysu, evaluate_sysu_distmat, evaluate_sysu_trials
 from cvlab_shared.reference import load_golden
@@ -100,6 +103,57 @@ def test_sysu_gallery_official_permutation_option():
     perms = {(c, p): [[3, 1, 2, 4], [2, 4, 1, 3]] for c in (1, 2) for p in (7, 9)}
     got = sysu_gallery(files, [9, 7], "indoor", trial=1, shots=2, permutations=perms)
     assert [r.path for r in got] == ["1-7-1", "1-7-3", "2-7-1", "2-7-3", "1-9-1", "1-9-3", "2-9-1", "2-9-3"]
+
+
+def test_rand_perm_cam_round_trip_in_the_official_cell_layout(tmp_path):
+    from scipy.io import loadmat
+
+    perms = {(1, 7): [[3, 1, 2], [2, 3, 1]], (3, 533): [[1], [1]], (5, 2): [[2, 1], [1, 2]]}
+    path = write_sysu_permutations(tmp_path / "exp" / "rand_perm_cam.mat", perms)
+    assert read_sysu_permutations(path) == perms
+    # the MATLAB layout as the official get_testing_set.m indexes it: rand_perm_cam{cam}{id}(trial, :)
+    cell = loadmat(str(path))["rand_perm_cam"]
+    assert cell.shape == (6, 1) and cell[0, 0].shape == (533, 1)
+    assert cell[0, 0][6, 0].tolist() == [[3.0, 1.0, 2.0], [2.0, 3.0, 1.0]] and cell[2, 0][532, 0].shape == (2, 1)
+    assert cell[1, 0][0, 0].size == 0  # an id without images in a camera: empty
+    rand = random_sysu_permutations({(1, 4): 5, (2, 4): 0, (4, 9): 1}, trials=3, seed=2)
+    assert set(rand) == {(1, 4), (4, 9)} and all(sorted(r) == [1, 2, 3, 4, 5] for r in rand[(1, 4)])
+    assert read_sysu_permutations(write_sysu_permutations(tmp_path / "r.mat", rand)) == rand
+
+
+def test_synthetic_sysu_writes_rand_perm_cam_and_the_gallery_follows_it(sysu, tmp_path):
+    root, meta = sysu
+    data = read_sysu_mm01(root)
+    perms = data.read_permutations(trials=10)  # the writer's file: every (cam, id) with images, 10 permutations
+    for pid in meta["test_ids"]:
+        for cam in (1, 2, 4, 5):
+            n = len(data.files(cam, pid))
+            assert (n == 0) == ((cam, pid) not in perms)
+            assert n == 0 or all(sorted(row) == list(range(1, n + 1)) for row in perms[(cam, pid)])
+    # hand-made file: every (cam, id) reversed in trial 0, identity order in trial 1 (2 images each here)
+    own = {key: [list(range(len(rows[0]), 0, -1)), list(range(1, len(rows[0]) + 1))] for key, rows in perms.items()}
+    path = write_sysu_permutations(tmp_path / "own.mat", own)
+    mine = data.read_permutations(path, trials=2)
+    pid = meta["test_ids"][0]
+    cams = [c for c in (1, 2, 4, 5) if data.files(c, pid)]
+    folder = data.root
+    picked = lambda trial, shots: [r.path for r in data.gallery("all", trial, shots, mine) if r.pid == pid]
+    assert picked(0, 1) == [str(folder / f"cam{c}" / f"{pid:04d}" / "0002.jpg") for c in cams]
+    assert picked(1, 1) == [str(folder / f"cam{c}" / f"{pid:04d}" / "0001.jpg") for c in cams]
+    assert picked(0, 2) == [str(folder / f"cam{c}" / f"{pid:04d}" / f"{i:04d}.jpg") for c in cams for i in (2, 1)]
+    with pytest.raises(ValueError, match="trial 2"):
+        data.gallery("all", 2, 1, mine)
+    with pytest.raises(VIDatasetError, match="own.mat.*needs a permutation for 10 trials"):
+        data.read_permutations(path, trials=10)
+    bad = dict(own)
+    bad[(cams[0], pid)] = [[3, 1], [1, 2]]
+    with pytest.raises(VIDatasetError, match=rf"bad.mat: camera {cams[0]} id {pid:04d}: index 3 outside 1..2"):
+        data.read_permutations(write_sysu_permutations(tmp_path / "bad.mat", bad))
+    with pytest.raises(VIDatasetError, match=r"missing .*nothere.mat: expected a MATLAB v5 .mat file holding"):
+        data.read_permutations(tmp_path / "nothere.mat")
+    (tmp_path / "junk.mat").write_text("not a mat file")
+    with pytest.raises(VIDatasetError, match="junk.mat: cannot read it as a MATLAB v5"):
+        read_sysu_permutations(tmp_path / "junk.mat")
 
 
 def test_sysu_errors_name_the_problem(tmp_path, sysu):

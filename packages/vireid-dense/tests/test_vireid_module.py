@@ -87,9 +87,33 @@ def test_default_style_run_on_tiny_sysu_then_test_with_plot(capsys, tmp_path):
     out = capsys.readouterr().out
     assert "all-search" in out and "indoor-search" in out
     ckpt = next((tmp_path / "runs").rglob("last.ckpt"))
-    main(["test", *TINY, f"--ckpt_path={ckpt}", "--plot", str(tmp_path / "corr.png")])
+    main(["test", *TINY, f"--ckpt_path={ckpt}", "--plot", str(tmp_path / "corr.png"), "--data.gallery_order=official"])
     out = capsys.readouterr().out
-    assert (tmp_path / "corr.png").stat().st_size > 1000 and "correspondences" in out
+    assert (tmp_path / "corr.png").stat().st_size > 1000 and "correspondences" in out and "all-search" in out
+
+
+def test_official_gallery_order_follows_rand_perm_cam(tmp_path):
+    from cvlab_shared.data.vi_reid import VIDatasetError, read_sysu_permutations
+    from vireid_dense.data import VIReidDataModule
+
+    kw = dict(image_size=(32, 16), synthetic_ids=12, synthetic_images=2, search_trials=2)
+    official, agw = VIReidDataModule(gallery_order="official", **kw), VIReidDataModule(**kw)
+    for dm in (official, agw):
+        dm.prepare_data()
+        dm.setup()
+    perms = read_sysu_permutations(official.sysu.root / "exp" / "rand_perm_cam.mat")
+    for trial in range(2):
+        gallery = official.sysu_gallery("all", trial)
+        assert len(gallery) == len(agw.sysu_gallery("all", trial)) > 0
+        for r in gallery:  # single-shot: the first index of the trial's row of rand_perm_cam{cam}{id}
+            assert r.path == official.sysu.files(r.camid + 1, r.pid)[perms[(r.camid + 1, r.pid)][trial][0] - 1]
+    assert any(official.sysu_gallery("all", t) != agw.sysu_gallery("all", t) for t in range(2))
+    with pytest.raises(VIDatasetError, match="nothere.mat"):
+        VIReidDataModule(gallery_order="official", permutation_file=str(tmp_path / "nothere.mat"), **kw).setup()
+    with pytest.raises(VIDatasetError, match="needs a permutation for 11 trials"):
+        VIReidDataModule(gallery_order="official", **{**kw, "search_trials": 11}).setup()
+    with pytest.raises(ValueError, match="gallery_order"):
+        VIReidDataModule(gallery_order="matlab")
 
 
 def test_regdb_run_both_directions(capsys):

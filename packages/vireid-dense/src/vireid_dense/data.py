@@ -3,7 +3,9 @@
 Training batches: `num_ids` identities x `num_pos` visible + `num_pos` infrared images per process
 (`VIIdentitySampler`, rank-aware, so the trainer runs with `use_distributed_sampler=False`). Testing: every test
 image is embedded once by the stem of its modality (each process a shard, gathered), then the protocol picks rows:
-SYSU-MM01 all-search and indoor-search over `trials` random galleries (single- or multi-shot); RegDB
+SYSU-MM01 all-search and indoor-search over `search_trials` galleries (single- or multi-shot), drawn as AGW / LbA
+do (`random.seed(trial)`) or, with `gallery_order="official"`, by the official MATLAB evaluation's fixed
+permutations (`rand_perm_cam.mat`); RegDB
 visible->thermal and thermal->visible. With no `data_root`, a synthetic dataset in the real layout is written once
 into the cache (`$CVLAB_CACHE/vireid_dense/...`).
 """
@@ -25,6 +27,7 @@ from cvlab_shared.data.synthetic_vi_reid import write_synthetic_regdb, write_syn
 from cvlab_shared.data.vi_reid import (
     REGDB_LAYOUT,
     SYSU_LAYOUT,
+    SYSU_PERMUTATION_FILE,
     SYSU_VISIBLE_CAMERAS,
     PairedVIDataset,
     SysuMM01,
@@ -37,6 +40,7 @@ from cvlab_shared.distributed import rank_and_world
 from cvlab_shared.metrics.vi_reid import evaluate_regdb, evaluate_sysu_trials
 
 DATASETS = ("sysu", "regdb")
+GALLERY_ORDERS = ("random", "official")
 SYSU_INFRARED_CAMIDS = (2, 5)
 
 
@@ -55,8 +59,13 @@ class VIReidDataModule(pl.LightningDataModule):
         pad: padding before the random crop (0: the official crop is a no-op on pre-resized images).
         test_batch_size: batch size of feature extraction.
         num_workers: data-loading workers.
-        search_trials: SYSU random gallery trials averaged at test time (10).
+        search_trials: SYSU gallery trials averaged at test time (10).
         shots: SYSU gallery images per identity and camera (1 single-shot, 10 multi-shot).
+        gallery_order: how each SYSU trial picks its gallery: "random" (AGW / LbA: `random.seed(trial)` and
+            `random.choice` of the sorted files) or "official" (the first `shots` images of trial t's row of the
+            official `rand_perm_cam.mat`, as the MATLAB `get_testing_set.m`).
+        permutation_file: the `rand_perm_cam.mat` of `gallery_order="official"`; None is
+            `SYSU-MM01/exp/rand_perm_cam.mat` (the synthetic set writes one there).
         synthetic_ids: identities of the synthetic set (SYSU: train + val + test; RegDB: both halves).
         synthetic_images: images per identity and camera of the synthetic set.
         seed: sampler seed (the synthetic data always uses seed 0).
@@ -77,6 +86,8 @@ class VIReidDataModule(pl.LightningDataModule):
         num_workers: int = 4,
         search_trials: int = 10,
         shots: int = 1,
+        gallery_order: str = "random",
+        permutation_file: str | None = None,
         synthetic_ids: int = 48,
         synthetic_images: int = 4,
         seed: int = 0,
@@ -86,6 +97,8 @@ class VIReidDataModule(pl.LightningDataModule):
             raise ValueError(f"data.dataset must be one of {DATASETS}, got {dataset!r}")
         if not isinstance(trial, int) or not 1 <= trial <= 10:
             raise VIDatasetError(f"data.trial (the RegDB split) must be an integer in 1..10, got {trial!r}")
+        if gallery_order not in GALLERY_ORDERS:
+            raise ValueError(f"data.gallery_order must be one of {GALLERY_ORDERS}, got {gallery_order!r}")
         self.save_hyperparameters()
         self.train_visible: list[ReidRecord] = []
         self.train_thermal: list[ReidRecord] = []
@@ -93,6 +106,7 @@ class VIReidDataModule(pl.LightningDataModule):
         self.test_infrared: list[bool] = []
         self.num_classes = 0
         self.sysu: SysuMM01 | None = None
+        self.permutations: dict[tuple[int, int], list[list[int]]] | None = None
 
     # ---- data on disk ---------------------------------------------------------------------------------------------
     def root(self) -> Path:
@@ -109,7 +123,9 @@ class VIReidDataModule(pl.LightningDataModule):
         else:
             spec = dict(num_ids=h.synthetic_ids, images_per_id=h.synthetic_images, image_size=size, seed=0)
             write = lambda folder: write_synthetic_regdb(folder, **spec)
-        key = hashlib.sha1(json.dumps([h.dataset, spec], sort_keys=True).encode()).hexdigest()[:10]
+        # the layout tag renews the cache folder of sets written before the writer added exp/rand_perm_cam.mat
+        layout = [h.dataset, spec] + ([SYSU_PERMUTATION_FILE] if h.dataset == "sysu" else [])
+        key = hashlib.sha1(json.dumps(layout, sort_keys=True).encode()).hexdigest()[:10]
         return build_once(cache_dir("vireid_dense") / f"synthetic_{h.dataset}_{key}", write)
 
     def check_data(self, stage: str = "fit") -> None:
@@ -132,6 +148,8 @@ class VIReidDataModule(pl.LightningDataModule):
         h = self.hparams
         if h.dataset == "sysu":
             self.sysu = read_sysu_mm01(self.root())
+            if h.gallery_order == "official":
+                self.permutations = self.sysu.read_permutations(h.permutation_file, trials=h.search_trials)
             visible, thermal = self.sysu.train_visible, self.sysu.train_thermal
             query = self.sysu.query("all")
             pool = [
@@ -186,6 +204,10 @@ class VIReidDataModule(pl.LightningDataModule):
         return self.test_loader()
 
     # ---- protocol -------------------------------------------------------------------------------------------------
+    def sysu_gallery(self, mode: str, trial: int) -> list[ReidRecord]:
+        """The SYSU visible gallery of one trial, in `gallery_order`."""
+        return self.sysu.gallery(mode, trial, self.hparams.shots, self.permutations)
+
     def evaluate(self, feats: torch.Tensor) -> dict[str, float]:
         """Protocol metrics from the features of `test_records` (in order): SYSU `all_*` and `indoor_*` (means
         over the trials), RegDB `v2t_*` and `t2v_*`."""
@@ -199,7 +221,7 @@ class VIReidDataModule(pl.LightningDataModule):
             for mode in ("all", "indoor"):
 
                 def gallery(t: int, mode: str = mode):
-                    chosen = self.sysu.gallery(mode, t, self.hparams.shots)
+                    chosen = self.sysu_gallery(mode, t)
                     idx = torch.tensor([row[r.path] for r in chosen], device=feats.device)
                     return feats[idx], [r.pid for r in chosen], [r.camid + 1 for r in chosen]
 

@@ -8,7 +8,8 @@ height and width kept, on a dark low-texture background. Every image has its own
 visible and an infrared image of one person are slightly misaligned. SYSU cameras 2 (visible) and 3 (infrared)
 share a scene (the same background structure), as in the real indoor room.
 
-`write_synthetic_sysu(root)` writes `SYSU-MM01/camK/PPPP/NNNN.jpg` + `exp/{train_id,val_id,test_id}.txt`;
+`write_synthetic_sysu(root)` writes `SYSU-MM01/camK/PPPP/NNNN.jpg` + `exp/{train_id,val_id,test_id}.txt` and the
+official evaluation's 10 gallery permutations per camera and identity, `exp/rand_perm_cam.mat`;
 `write_synthetic_regdb(root)` writes `RegDB/{Visible,Thermal}/PID/*.bmp` + `idx/{train,test}_{visible,thermal}_
 {1..10}.txt`. Same arguments and seed give the same files.
 """
@@ -32,6 +33,7 @@ from cvlab_shared.data.synthetic_reid import (
     _person_parts,
     render,
 )
+from cvlab_shared.data.vi_reid import SYSU_PERMUTATION_FILE, random_sysu_permutations, write_sysu_permutations
 
 # Scene of each SYSU camera: cameras 2 and 3 are the same indoor room.
 SYSU_SCENE = {1: 0, 2: 1, 3: 1, 4: 2, 5: 3, 6: 4}
@@ -101,6 +103,8 @@ def write_synthetic_sysu(
 
     Every identity appears in one indoor visible camera (1 or 2), one outdoor visible camera (4 or 5), sometimes a
     third visible camera, and in infrared camera 3, 6 or both, with `images_per_cam` images per camera.
+    `exp/rand_perm_cam.mat` holds 10 random permutations of every (camera, identity) image list (its own seeded
+    stream, so the images do not depend on it), in the official file's layout.
     """
     rng = np.random.default_rng(seed)
     base = Path(root) / "SYSU-MM01"
@@ -114,6 +118,7 @@ def write_synthetic_sysu(
     test = sorted(pids[i] for i in order[num_train_ids + num_val_ids :])
     domain = DOMAINS["market"]
     counts = {"visible": 0, "infrared": 0}
+    per_camera: dict[tuple[int, int], int] = {}
     codes = {}
     for pid in pids:
         identity = _identity(rng, domain)
@@ -123,6 +128,7 @@ def write_synthetic_sysu(
             visible.append(int(rng.choice([c for c in (1, 2, 4, 5) if c not in visible])))
         infrared = [[3], [6], [3, 6]][int(rng.integers(3))]
         for cam in sorted(visible + infrared):
+            per_camera[(cam, pid)] = images_per_cam
             for n in range(images_per_cam):
                 path = base / f"cam{cam}" / f"{pid:04d}" / f"{n + 1:04d}.jpg"
                 if cam in infrared:
@@ -134,6 +140,7 @@ def write_synthetic_sysu(
     (base / "exp").mkdir(parents=True, exist_ok=True)
     for name, ids in (("train_id", train), ("val_id", val), ("test_id", test), ("available_id", pids)):
         (base / "exp" / f"{name}.txt").write_text(",".join(str(p) for p in ids) + "\n")
+    write_sysu_permutations(base / SYSU_PERMUTATION_FILE, random_sysu_permutations(per_camera, 10, (seed, 1)))
     meta = {
         "dataset_dir": str(base),
         "train_ids": train,

@@ -6,6 +6,9 @@ Layouts (as AGW / LbA / CAJ read them):
 - SYSU-MM01 (Wu et al., ICCV'17): `SYSU-MM01/camK/PPPP/NNNN.jpg` for K = 1..6 (visible cameras 1, 2, 4, 5;
   infrared 3, 6) and `SYSU-MM01/exp/{train_id,val_id,test_id}.txt`, each one line of comma-separated ids.
   Training uses train + val ids (395 classes on the real data), as AGW and LbA do.
+  The official MATLAB evaluation's fixed gallery permutations, `rand_perm_cam.mat` (in the SYSU-MM01 GitHub
+  repository's `evaluation/data_split/`; AGW-derived code reads it from `SYSU-MM01/exp/`), are read by
+  `read_sysu_permutations` (layout in `SYSU_PERMUTATION_LAYOUT`).
 - RegDB (Nguyen et al., Sensors'17): `RegDB/Visible/...`, `RegDB/Thermal/...` and
   `RegDB/idx/{train,test}_{visible,thermal}_{1..10}.txt`, each line "relative/path label".
 
@@ -20,6 +23,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
@@ -32,6 +36,15 @@ SYSU_GALLERY_CAMERAS = {"all": (1, 2, 4, 5), "indoor": (1, 2)}
 SYSU_LAYOUT = "SYSU-MM01/cam1..cam6/PPPP/NNNN.jpg with SYSU-MM01/exp/{train_id,val_id,test_id}.txt"
 REGDB_LAYOUT = "RegDB/{Visible,Thermal}/... with RegDB/idx/{train,test}_{visible,thermal}_{1..10}.txt"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+SYSU_PERMUTATION_FILE = "exp/rand_perm_cam.mat"
+SYSU_PERMUTATION_LAYOUT = (
+    "a MATLAB v5 .mat file holding `rand_perm_cam`: a 6 x 1 cell (one per camera) of cells over the person ids "
+    "1..533, whose entry {cam}{pid} is a trials x #images matrix of 1-based indices into the sorted images of "
+    "camK/PPPP (row t = the permutation of trial t; empty when the id has no image in that camera); the official "
+    "file is evaluation/data_split/rand_perm_cam.mat of github.com/wuancong/SYSU-MM01"
+)
+SYSU_NUM_IDS = 533
+Permutations = Mapping[tuple[int, int], Sequence[Sequence[int]]]
 
 
 class VIDatasetError(ValueError):
@@ -96,10 +109,38 @@ class SysuMM01:
         mode: str = "all",
         trial: int = 0,
         shots: int = 1,
-        permutations: Mapping[tuple[int, int], Sequence[Sequence[int]]] | None = None,
+        permutations: Permutations | None = None,
     ) -> list[ReidRecord]:
         """The visible gallery of one trial; see `sysu_gallery`."""
         return sysu_gallery(self.files, self.test_ids, mode, trial, shots, permutations)
+
+    def read_permutations(
+        self, path: str | Path | None = None, trials: int = 1
+    ) -> dict[tuple[int, int], list[list[int]]]:
+        """The official gallery permutations (`read_sysu_permutations` of `path`, by default
+        `SYSU-MM01/exp/rand_perm_cam.mat`), checked against the images on disk: every visible camera of every
+        test id with images has at least `trials` rows of indices in 1..#images."""
+        path = Path(path).expanduser() if path is not None else self.root / SYSU_PERMUTATION_FILE
+        perms = read_sysu_permutations(path)
+        for pid in self.test_ids:
+            for cam in SYSU_VISIBLE_CAMERAS:
+                n = len(self.files(cam, pid))
+                if not n:
+                    continue
+                folder = self.root / f"cam{cam}" / f"{pid:04d}"
+                rows = perms.get((cam, pid))
+                if rows is None or len(rows) < trials:
+                    got = "none" if rows is None else f"{len(rows)} trials"
+                    raise VIDatasetError(
+                        f"{path}: camera {cam} id {pid:04d} needs a permutation for {trials} trials ({n} images in "
+                        f"{folder}), found {got}; expected {SYSU_PERMUTATION_LAYOUT}"
+                    )
+                bad = [i for row in rows for i in row if not 1 <= i <= n]
+                if bad:
+                    raise VIDatasetError(
+                        f"{path}: camera {cam} id {pid:04d}: index {bad[0]} outside 1..{n} (the images in {folder})"
+                    )
+        return perms
 
 
 def _check_mode(mode: str) -> None:
@@ -113,15 +154,16 @@ def sysu_gallery(
     mode: str = "all",
     trial: int = 0,
     shots: int = 1,
-    permutations: Mapping[tuple[int, int], Sequence[Sequence[int]]] | None = None,
+    permutations: Permutations | None = None,
 ) -> list[ReidRecord]:
     """The SYSU-MM01 visible gallery of one trial: `shots` images per identity and camera (1 single-shot, 10
     multi-shot) from cameras 1, 2, 4, 5 ("all") or 1, 2 ("indoor").
 
     Default order (AGW / LbA `process_gallery_sysu`): Python `random.seed(trial)`, then for each test id in sorted
     order and each camera, `random.choice` of the sorted file list (`random.sample` of `shots` files for
-    multi-shot). `permutations[(cam, pid)][trial]` (1-based indices, e.g. read from the official
-    `rand_perm_cam.mat`) selects the first `shots` files of that permutation instead, as the official MATLAB code.
+    multi-shot). `permutations[(cam, pid)][trial]` (1-based indices into the sorted files, e.g. from
+    `read_sysu_permutations` of the official `rand_perm_cam.mat`) selects the first `shots` files of that
+    permutation instead, as the official MATLAB `get_testing_set.m` does (`rand_perm_cam{cam}{id}(trial, 1:shots)`).
     """
     _check_mode(mode)
     if shots < 1:
@@ -134,13 +176,78 @@ def sysu_gallery(
             if not paths:
                 continue
             if permutations is not None:
-                chosen = [paths[int(i) - 1] for i in list(permutations[(cam, pid)][trial])[:shots]]
+                rows = permutations.get((cam, pid), ())
+                if trial >= len(rows):
+                    raise ValueError(f"no official permutation of trial {trial} for camera {cam} id {pid:04d} "
+                                     f"({len(rows)} trials given)")
+                chosen = [paths[int(i) - 1] for i in list(rows[trial])[:shots]]
             elif shots == 1:
                 chosen = [rng.choice(paths)]
             else:
                 chosen = rng.sample(paths, min(shots, len(paths)))
             out += [ReidRecord(p, pid, cam - 1) for p in chosen]
     return out
+
+
+def read_sysu_permutations(path: str | Path) -> dict[tuple[int, int], list[list[int]]]:
+    """Read the official SYSU-MM01 gallery permutations (`rand_perm_cam.mat`, see `SYSU_PERMUTATION_LAYOUT`) as
+    `{(cam, pid): [1-based indices of trial t] per trial}` (cameras and ids 1-based; ids without images left out)."""
+    from scipy.io import loadmat
+
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise VIDatasetError(f"missing {path}: expected {SYSU_PERMUTATION_LAYOUT} (copy it there or pass its path)")
+    try:
+        data = loadmat(str(path))
+    except Exception as exc:  # scipy raises several types for a non-.mat or an HDF5 (v7.3) file
+        raise VIDatasetError(
+            f"{path}: cannot read it as a MATLAB v5 .mat file ({exc}); expected {SYSU_PERMUTATION_LAYOUT}"
+        ) from exc
+    cams = np.asarray(data.get("rand_perm_cam", np.empty(0)), dtype=object).ravel()
+    if len(cams) != 6 or not all(isinstance(c, np.ndarray) and c.dtype == object for c in cams):
+        keys = sorted(k for k in data if not k.startswith("__"))
+        raise VIDatasetError(f"{path}: expected {SYSU_PERMUTATION_LAYOUT}; found variables {keys}")
+    out: dict[tuple[int, int], list[list[int]]] = {}
+    for cam, cell in enumerate(cams, 1):
+        for pid, matrix in enumerate(cell.ravel(), 1):
+            m = np.asarray(matrix)
+            if m.size == 0:
+                continue
+            if m.ndim != 2 or m.dtype.kind not in "iuf" or (m < 1).any() or (m != np.round(m)).any():
+                raise VIDatasetError(f"{path}: rand_perm_cam{{{cam}}}{{{pid}}} must be a trials x #images matrix of "
+                                     f"positive integers, got shape {m.shape} dtype {m.dtype}")
+            out[(cam, pid)] = m.astype(np.int64).tolist()
+    return out
+
+
+def write_sysu_permutations(path: str | Path, permutations: Permutations, num_ids: int = SYSU_NUM_IDS) -> Path:
+    """Write `permutations` (`{(cam, pid): rows of 1-based indices}`) as the official `rand_perm_cam.mat`
+    (`SYSU_PERMUTATION_LAYOUT`: 6 x 1 cell of `num_ids` x 1 cells of double matrices, empty for absent ids)."""
+    from scipy.io import savemat
+
+    num_ids = max([num_ids, *(pid for _, pid in permutations)])
+    cams = np.empty((6, 1), dtype=object)
+    for cam in range(1, 7):
+        cell = np.empty((num_ids, 1), dtype=object)
+        for pid in range(1, num_ids + 1):
+            rows = permutations.get((cam, pid))
+            cell[pid - 1, 0] = np.asarray(rows, dtype=np.float64).reshape(len(rows), -1) if rows else np.zeros((0, 0))
+        cams[cam - 1, 0] = cell
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    savemat(str(path), {"rand_perm_cam": cams})
+    return path
+
+
+def random_sysu_permutations(
+    counts: Mapping[tuple[int, int], int], trials: int = 10, seed: int | Sequence[int] = 0
+) -> dict[tuple[int, int], list[list[int]]]:
+    """`trials` random 1-based permutations of each (cam, pid)'s `counts` images (seeded numpy), in the layout of
+    `read_sysu_permutations`, as the official `rand_perm_cam.mat` holds them."""
+    rng = np.random.default_rng(seed)
+    return {
+        key: [(rng.permutation(n) + 1).tolist() for _ in range(trials)] for key, n in sorted(counts.items()) if n > 0
+    }
 
 
 def read_sysu_mm01(root: str | Path) -> SysuMM01:
