@@ -100,3 +100,62 @@ def test_paper_configs_hold_the_official_values_and_name_the_layout_when_data_is
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert exc.value.code == 2 and len(err) == 1 and err[0].startswith("error: --data.data_root"), err
     assert "expected layout" in err[0] and ("CUHK-SYSU" if dataset == "cuhk" else "PRW-v16.04.20") in err[0]
+
+
+def _record_loss_calls(monkeypatch) -> list[tuple[str, torch.dtype, bool]]:
+    """Wrap OIMLoss.forward (LOIM inherits it) to record the device, dtype and autocast state it is called under."""
+    from oimnet_pp.losses import OIMLoss
+
+    calls, forward = [], OIMLoss.forward
+
+    def recording(self, features, labels, ious=None):
+        kind = features.device.type
+        calls.append((kind, features.dtype, torch.is_autocast_enabled(kind)))
+        return forward(self, features, labels, ious)
+
+    monkeypatch.setattr(OIMLoss, "forward", recording)
+    return calls
+
+
+def _check_float16_tables(folder):
+    state = _last(folder)["state_dict"]
+    for key in ("net.reid_loss.lut", "net.reid_loss.cq"):
+        table = state[key]
+        assert table.dtype == torch.float16 and torch.isfinite(table).all() and table.abs().sum() > 0, key
+
+
+def test_mixed_precision_with_float16_tables_on_cpu(tmp_path, monkeypatch, capsys):
+    """The AMP code path on the CPU (bf16 autocast; fp16 autocast is CUDA's): the official fp16 tables train."""
+    monkeypatch.chdir(tmp_path)
+    calls = _record_loss_calls(monkeypatch)
+    main(["train", *TINY, "--trainer.max_epochs=1", "--trainer.precision=bf16-mixed", "--model.table_dtype=float16"])
+    assert calls and all(autocast for _, _, autocast in calls)
+    assert "search     mAP=" in capsys.readouterr().out
+    _check_float16_tables(tmp_path)
+
+
+@pytest.mark.gpu
+def test_amp_training_on_cuda_with_float16_tables(tmp_path, monkeypatch, capsys):
+    """As the paper configs train: CUDA, `precision=16-mixed` (autocast + grad scaler), the official fp16 tables."""
+    assert torch.cuda.is_available(), "--gpu was given but no CUDA device is visible"
+    monkeypatch.chdir(tmp_path)
+    calls = _record_loss_calls(monkeypatch)
+    main(
+        [
+            "train",
+            *TINY,
+            "--trainer.max_epochs=2",
+            "--trainer.accelerator=gpu",
+            "--trainer.devices=1",
+            "--trainer.precision=16-mixed",
+            "--trainer.deterministic=false",  # as the paper configs: adaptive max pooling's CUDA backward is not
+            "--model.table_dtype=float16",
+        ]
+    )
+    training = [c for c in calls if c[2]]
+    assert training and all(kind == "cuda" for kind, _, _ in training), calls
+    out = capsys.readouterr().out
+    assert "detection  AP=" in out and "search     mAP=" in out
+    _check_float16_tables(tmp_path)
+    metrics = (tmp_path / "runs/oimnet-pp/version_0/metrics.csv").read_text()
+    assert "nan" not in metrics.lower() and "inf" not in metrics.lower()
