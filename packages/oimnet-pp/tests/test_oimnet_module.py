@@ -29,9 +29,10 @@ def _last(folder):
 
 def test_train_tests_and_checkpoints_carry_the_tables(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    main(["train", *TINY, "--trainer.max_epochs=2"])
+    main(["train", *TINY, "--trainer.max_epochs=2", "--model.gallery_curve=true"])
     out = capsys.readouterr().out
     assert "person search (test):" in out and "detection  AP=" in out and "search     mAP=" in out
+    assert "gallery     3: mAP=" in out and "gallery    50: mAP=" in out  # the CUHK-SYSU gallery-size curve
     state = _last(tmp_path)["state_dict"]
     assert state["net.reid_loss.lut"].shape == (6, 16) and state["net.reid_loss.cq"].shape == (8, 16)
     assert state["net.reid_loss.lut"].abs().sum() > 0  # the table was filled during training
