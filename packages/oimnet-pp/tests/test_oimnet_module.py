@@ -37,6 +37,12 @@ def test_train_tests_and_checkpoints_carry_the_tables(tmp_path, monkeypatch, cap
     assert state["net.reid_loss.lut"].shape == (6, 16) and state["net.reid_loss.cq"].shape == (8, 16)
     assert state["net.reid_loss.lut"].abs().sum() > 0  # the table was filled during training
     assert int(state["net.reid_loss.header_cq"]) >= 0 and "net.norm.running_mean" in state
+    # `oimnet-pp test` on the last checkpoint prints the numbers the training run's own test printed
+    main(["test", *TINY, "--ckpt_path=runs/oimnet-pp/version_0/checkpoints/last.ckpt"])
+    again = capsys.readouterr().out
+    for prefix in ("  detection  AP=", "  search     mAP="):
+        line = next(x for x in out.splitlines() if x.startswith(prefix))
+        assert line in again.splitlines(), (line, again)
 
 
 def test_resume_after_interruption_gives_the_same_tables(tmp_path, monkeypatch):
