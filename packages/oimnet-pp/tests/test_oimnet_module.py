@@ -102,6 +102,13 @@ def test_paper_configs_hold_the_official_values_and_name_the_layout_when_data_is
     assert "backbone: resnet50" in printed and "lr: 0.003" in printed and "batch_size: 5" in printed
     assert "max_epochs: 20" in printed and "- 16" in printed and "gradient_clip_val: 10.0" in printed
     assert f"cq_size: {5000 if dataset == 'cuhk' else 500}" in printed
+    # default.yaml (the CPU default) is read before --config: none of its CPU settings may leak into a paper config
+    for line in ("optimizer: sgd", "rpn_pre_nms_top_n_train: 12000", "rpn_post_nms_top_n_train: 2000",
+                 "rpn_pre_nms_top_n_test: 6000", "rpn_post_nms_top_n_test: 300", "roi_batch_size: 128",
+                 "roi_output_size: 14", "min_size: 900", "max_size: 1500", "embedding_dim: 256",
+                 "precision: 16-mixed", "deterministic: false"):  # fmt: skip
+        assert f"\n  {line}\n" in printed, line
+    assert "anchor_sizes:\n  - - 8\n    - 16\n    - 32\n  aspect_ratios:\n  - - 0.5\n    - 1.0\n    - 2.0\n" in printed
     with pytest.raises(SystemExit) as exc:  # checked before any model is built: one `error:` line, exit 2
         main(["train", "--config", name, "--trainer.accelerator=cpu", "--trainer.precision=32", "--model.pretrained=none"])
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
