@@ -138,18 +138,21 @@ def _check_float16_tables(folder):
         assert table.dtype == torch.float16 and torch.isfinite(table).all() and table.abs().sum() > 0, key
 
 
-def test_mixed_precision_with_float16_tables_on_cpu(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("augment", [False, True], ids=["oimnetpp", "oimnetppp"])
+def test_mixed_precision_with_float16_tables_on_cpu(augment, tmp_path, monkeypatch, capsys):
     """The AMP code path on the CPU (bf16 autocast; fp16 autocast is CUDA's): the official fp16 tables train."""
     monkeypatch.chdir(tmp_path)
     calls = _record_loss_calls(monkeypatch)
-    main(["train", *TINY, "--trainer.max_epochs=1", "--trainer.precision=bf16-mixed", "--model.table_dtype=float16"])
+    args = ["--trainer.precision=bf16-mixed", "--model.table_dtype=float16", f"--model.augment={str(augment).lower()}"]
+    main(["train", *TINY, "--trainer.max_epochs=1", *args])
     assert calls and all(autocast for _, _, autocast in calls)
     assert "search     mAP=" in capsys.readouterr().out
     _check_float16_tables(tmp_path)
 
 
 @pytest.mark.gpu
-def test_amp_training_on_cuda_with_float16_tables(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("augment", [False, True], ids=["oimnetpp", "oimnetppp"])
+def test_amp_training_on_cuda_with_float16_tables(augment, tmp_path, monkeypatch, capsys):
     """As the paper configs train: CUDA, `precision=16-mixed` (autocast + grad scaler), the official fp16 tables."""
     assert torch.cuda.is_available(), "--gpu was given but no CUDA device is visible"
     monkeypatch.chdir(tmp_path)
@@ -164,6 +167,7 @@ def test_amp_training_on_cuda_with_float16_tables(tmp_path, monkeypatch, capsys)
             "--trainer.precision=16-mixed",
             "--trainer.deterministic=false",  # as the paper configs: adaptive max pooling's CUDA backward is not
             "--model.table_dtype=float16",
+            f"--model.augment={str(augment).lower()}",  # OIMNet+++: ProtoNorm2d in the C5 head
         ]
     )
     training = [c for c in calls if c[2]]
