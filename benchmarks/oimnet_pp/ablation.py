@@ -7,6 +7,9 @@ then each variant minus OIM per seed with a 95% t-interval of the mean differenc
 called outside seed noise.
 
     uv run --locked python benchmarks/oimnet_pp/ablation.py --seeds 0 1 2 --jobs 2
+
+Finished runs are read back from `--out`, so runs split over several processes (disjoint seeds, the same `--out`)
+are merged by a last call with all the seeds. `--variants` picks some; options after `--` go to every run.
 """
 
 from __future__ import annotations
@@ -61,26 +64,31 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--out", type=Path, default=Path("runs/oimnet_pp_ablation"))
     parser.add_argument("extra", nargs="*", help="more `oimnet-pp train` options, after --")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    jobs = [(v, s) for s in args.seeds for v in VARIANTS]
+    variants = [v for v in VARIANTS if v in args.variants]
+    jobs = [(v, s) for s in args.seeds for v in variants]
     with ThreadPoolExecutor(args.jobs) as pool:
         results = dict(zip(jobs, pool.map(lambda job: run(*job, args.out.resolve(), args.extra), jobs)))
-    print(f"seeds {args.seeds}; default CPU config; metrics on the synthetic test split (TestG50)")
+    extra = f" + {' '.join(args.extra)}" if args.extra else ""
+    print(f"seeds {args.seeds}; default CPU config{extra}; metrics on the synthetic test split (TestG50)")
     print("| variant | " + " | ".join(METRICS) + " |")
     print("| --- |" + " --- |" * len(METRICS))
-    for v in VARIANTS:
+    for v in variants:
         cells = []
         for m in METRICS:
             x = np.array([results[(v, s)][m] for s in args.seeds])
             cells.append(f"{x.mean():.3f} +- {x.std(ddof=1) if len(x) > 1 else 0:.3f}")
         print(f"| {v} | " + " | ".join(cells) + " |")
+    if "OIM" not in variants or len(variants) < 2:
+        return
     print("\npaired differences vs OIM (mean, 95% t-interval over seeds):")
     print("| variant - OIM | " + " | ".join(METRICS) + " |")
     print("| --- |" + " --- |" * len(METRICS))
-    for v in list(VARIANTS)[1:]:
+    for v in variants[1:]:
         cells = []
         for m in METRICS:
             d = np.array([results[(v, s)][m] - results[("OIM", s)][m] for s in args.seeds])

@@ -66,12 +66,42 @@ def test_eval_mode_leaves_the_tables_alone(g):
     torch.testing.assert_close(loss_fn.lut, before)
 
 
-def test_float16_tables_track_the_float32_ones(g):
+@pytest.mark.parametrize("name", ["oim", "loim"])
+def test_float16_tables_track_the_float32_ones(g, name):
+    """The official fp16 buffers: loss, gradient and updated tables close to the float32 golden; storage stays fp16."""
+    want = g[name]
+    half = make(OIMLoss if name == "oim" else LOIMLoss, g, table_dtype="float16")
+    assert half.lut.dtype == half.cq.dtype == torch.float16
+    emb = T(g["inputs"]["emb"]["values"]).requires_grad_(True)
+    ious = T(g["inputs"]["ious_raw"]["values"]) if name == "loim" else None
+    loss = half(emb, labels_per_image(g), ious)
+    loss.backward()
+    assert loss.item() == pytest.approx(want["loss"], abs=2e-3)  # fp32 golden: loss ~ 1e-4 and gradient ~ 4e-4 off
+    torch.testing.assert_close(emb.grad, T(want["grad_emb"]["values"]), atol=2e-3, rtol=0)
+    assert half.lut.dtype == half.cq.dtype == torch.float16  # the update writes back in the table dtype
+    torch.testing.assert_close(half.lut.float(), T(want["lut_after"]["values"]), atol=1e-3, rtol=0)
+    torch.testing.assert_close(half.cq.float(), T(want["cq_after"]["values"]), atol=1e-3, rtol=0)
+    assert int(half.header_cq) == want["header_cq_after"]
+    assert (half.lut.float() - T(g["inputs"]["lut_init"]["values"]).half().float()).abs().max() > 1e-2  # it moved
+
+
+def test_float16_features_as_under_autocast(g):
+    """fp16 embeddings (what CUDA autocast feeds the loss) with fp16 tables: an fp32 loss, an fp16 gradient close
+    to the float32 golden one, fp16 tables close to the golden update."""
     half = make(OIMLoss, g, table_dtype="float16")
+    emb = T(g["inputs"]["emb"]["values"]).half().requires_grad_(True)
+    loss = half(emb, labels_per_image(g))
+    loss.backward()
+    assert loss.dtype == torch.float32 and emb.grad.dtype == torch.float16
+    assert loss.item() == pytest.approx(g["oim"]["loss"], abs=2e-3)
+    torch.testing.assert_close(emb.grad.float(), T(g["oim"]["grad_emb"]["values"]), atol=3e-3, rtol=0)
     assert half.lut.dtype == torch.float16
-    loss = half(T(g["inputs"]["emb"]["values"]), labels_per_image(g))
-    assert loss.item() == pytest.approx(g["oim"]["loss"], abs=2e-2)
-    torch.testing.assert_close(half.lut.float(), T(g["oim"]["lut_after"]["values"]), atol=2e-3, rtol=0)
+    torch.testing.assert_close(half.lut.float(), T(g["oim"]["lut_after"]["values"]), atol=1e-3, rtol=0)
+
+
+def test_unknown_table_dtype_is_an_error():
+    with pytest.raises(ValueError, match="table_dtype"):
+        OIMLoss(8, 4, 4, table_dtype="bfloat16")
 
 
 def test_loim_without_ious_is_an_error(g):

@@ -63,7 +63,8 @@ class OIMLoss(nn.Module):
 
     def logits(self, features: torch.Tensor) -> torch.Tensor:
         """s * x [V; U]^T from the current (pre-update) tables; gradients reach `features` only."""
-        tables = torch.cat([self.lut, self.cq]).to(features.dtype)  # a copy: later in-place updates leave it intact
+        # a copy (cat), so later in-place updates leave it intact; cast first: autocast's cat rejects fp16 tables on CPU
+        tables = torch.cat([self.lut.to(features.dtype), self.cq.to(features.dtype)])
         return self.scalar * features @ tables.T
 
     def forward(
