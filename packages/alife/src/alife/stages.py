@@ -147,7 +147,7 @@ def train_rotations(
             dim = prev.shape[1]
             prev = prev.permute(0, 2, 3, 1).reshape(-1, dim)
             curr = curr.permute(0, 2, 3, 1).reshape(-1, dim)
-            loss, _ = rotation_objective(rotation.matrices(), stored, prev, curr, weight, bias, temperature, lam)
+            loss, _ = rotation_objective(rotation, stored, prev, curr, weight, bias, temperature, lam)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
