@@ -8,8 +8,8 @@ memories of 50 and 500 samples per class).
   `forward_loop`) and the same solve as ours but one class at a time (what batching alone buys).
 - matrices: forward + backward of all R_k, one batched inverse (R = 2 (I + A)^{-1} - I) vs one inverse and one
   product per class (`matrices_loop`).
-- memory update: the whole (K, M, D) memory rotated, one batched solve (`FeatureMemory.rotated(rotation)`) vs per
-  class R_k then one product.
+- memory update: the whole (K, M, D) memory rotated in one batched call (`FeatureMemory.rotated(rotation)`: the
+  solve when M <= D, else all R_k from one batched solve and one bmm) vs per class R_k then one product.
 
     /work/wt/slot --both uv run --locked python benchmarks/alife/rotation_cost.py
 """
@@ -27,13 +27,15 @@ import torch  # noqa: E402
 from alife import CayleyRotation, FeatureMemory  # noqa: E402
 
 
-def best_of(fn, repeat: int) -> float:
-    times = []
+def best_of(variants: dict[str, object], repeat: int) -> dict[str, float]:
+    """The fastest of `repeat` runs of each variant, interleaved (a load change hits every variant alike)."""
+    times: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+        for name, fn in variants.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: min(values) for name, values in times.items()}
 
 
 def solve_loop(rotation: CayleyRotation, x: torch.Tensor) -> torch.Tensor:
@@ -47,7 +49,7 @@ def main() -> None:
     parser.add_argument("--classes", type=int, nargs="+", default=[16, 20, 141])
     parser.add_argument("--dim", type=int, default=256)
     parser.add_argument("--per_class", type=int, nargs="+", default=[50, 500])
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=7)
     options = parser.parse_args()
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), D = {options.dim}, best of {options.repeat}"
@@ -66,11 +68,12 @@ def main() -> None:
             rotation.zero_grad()
             build().square().sum().backward()
 
-        ours = best_of(lambda: step(lambda: rotation(vectors)), options.repeat)
-        official = best_of(lambda: step(lambda: rotation.forward_loop(vectors)), options.repeat)
-        same = best_of(lambda: step(lambda: solve_loop(rotation, vectors)), options.repeat)
-        batched_r = best_of(lambda: step(rotation.matrices), options.repeat)
-        loop_r = best_of(lambda: step(rotation.matrices_loop), options.repeat)
+        t = best_of({"ours": lambda: step(lambda: rotation(vectors)),
+                     "official": lambda: step(lambda: rotation.forward_loop(vectors)),
+                     "same": lambda: step(lambda: solve_loop(rotation, vectors)),
+                     "batched_r": lambda: step(rotation.matrices),
+                     "loop_r": lambda: step(rotation.matrices_loop)}, options.repeat)
+        ours, official, same, batched_r, loop_r = (t[k] for k in ("ours", "official", "same", "batched_r", "loop_r"))
         with torch.no_grad():
             diff = max((rotation.matrices() - rotation.matrices_loop()).abs().max().item(),
                        (rotation(vectors) - rotation.forward_loop(vectors)).abs().max().item())
@@ -79,12 +82,13 @@ def main() -> None:
         for per_class in options.per_class:
             memory = FeatureMemory(torch.randn(classes, per_class, options.dim))
             with torch.no_grad():
-                update = best_of(lambda: memory.rotated(rotation), options.repeat)
-                update_loop = best_of(lambda: rotation.forward_loop(memory.features), options.repeat)
+                t = best_of({"ours": lambda: memory.rotated(rotation),
+                             "loop": lambda: rotation.forward_loop(memory.features)}, options.repeat)
+                update, update_loop = t["ours"], t["loop"]
                 diff = (memory.rotated(rotation).features - rotation.forward_loop(memory.features)).abs().max().item()
             memory_rows.append(f"| {classes} | {per_class} | {update:.4f} | {update_loop:.4f} | "
                                f"{update_loop / update:.1f}x | {diff:.1e} |")
-    print("\n| classes | samples per class | memory update: batched solve | loop, official R_k | ratio | max abs diff |")
+    print("\n| classes | samples per class | memory update: batched | loop, official R_k | ratio | max abs diff |")
     print("|---|---|---|---|---|---|")
     print("\n".join(memory_rows))
 

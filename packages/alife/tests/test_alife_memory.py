@@ -74,6 +74,10 @@ def test_batched_cayley_equals_the_class_loop():
         torch.testing.assert_close(rotation(x), rotation.forward_loop(x), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(FeatureMemory(memory).rotated(rotation).features,
                                FeatureMemory(memory).rotated(rotation.matrices().detach()).features, atol=1e-5, rtol=1e-5)
+    wide = CayleyRotation(3, 8)  # more samples per class than dimensions: the update forms R once, then one bmm
+    deep = torch.randn(3, 40, 8)
+    torch.testing.assert_close(FeatureMemory(deep).rotated(wide).features, wide.forward_loop(deep).detach(),
+                               atol=1e-5, rtol=1e-5)
     weights = torch.randn(5, 32)
     for batched, looped in ((rotation(vectors), rotation.forward_loop(vectors)),
                             (rotation.matrices(), rotation.matrices_loop())):

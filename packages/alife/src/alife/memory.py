@@ -48,7 +48,10 @@ class FeatureMemory:
         if isinstance(rotation, torch.Tensor):
             return FeatureMemory(rotate(self.features, rotation.to(self.features)))
         with torch.no_grad():
-            return FeatureMemory(rotation(self.features.to(rotation.theta)).to(self.features))
+            features = self.features.to(rotation.theta)
+            if self.per_class > self.dim:  # more samples than dimensions: form R once, then one bmm (fewer flops)
+                return FeatureMemory(rotate(features, rotation.matrices()).to(self.features))
+            return FeatureMemory(rotation(features).to(self.features))
 
     def concat(self, newer: FeatureMemory) -> FeatureMemory:
         """This memory's classes followed by `newer`'s (the previously rotated memory, then the last step's classes)."""
