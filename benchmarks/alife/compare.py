@@ -1,7 +1,8 @@
 """Fine-tuning vs ALIFE vs ALIFE-M (and DKD when cvlab-dkd is installed) on the synthetic 15-5 overlapped task.
 
 Every method runs `alife train` (or `dkd train`) with its packaged default config for each seed; fine-tuning, ALIFE
-and ALIFE-M of one seed share one base model (step 0). Prints per method the final-step old / new / all mIoU and
+and ALIFE-M of one seed share one base model (step 0), and ALIFE-M takes ALIFE's finished step-1 ALI stage (the same
+stage with the same inputs and seed) before its memory, rotation and replay stages. Prints per method the final-step old / new / all mIoU and
 hIoU (mean and standard deviation over seeds), the bytes of its replay memory, and the paired differences with a
 95 % t-interval over seeds ("outside seed noise" when the interval excludes 0).
 
@@ -17,6 +18,7 @@ import io
 import json
 import math
 import os
+import shutil
 import statistics
 import time
 from pathlib import Path
@@ -59,6 +61,15 @@ def paired(a: list[float], b: list[float]) -> str:
     return f"{mean:+.2f} [{mean - half:+.2f}, {mean + half:+.2f}] {verdict}"
 
 
+def share_ali_step(alife: Path, alife_m: Path) -> None:
+    """ALIFE-M's first stage at step 1 is ALIFE's ALI step with the same base, config and seed (the same numbers on
+    the CPU): copy the finished stage instead of training it again (the memory, rotation and replay stages run)."""
+    source, target = alife / "step_1" / "step1", alife_m / "step_1" / "step1"
+    if (source / "done.json").exists() and not target.exists():
+        shutil.copytree(source, target)
+        print(f"  ALIFE-M step 1 ALI stage taken from {source}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -77,6 +88,8 @@ def main() -> None:
         common = [f"--seed_everything={seed}", *extra]
         run(alife_main, ["train", "--run_dir", str(folder / "ALIFE"), *common], not options.verbose)
         for name, flags in methods.items():
+            if name == "ALIFE-M":
+                share_ali_step(folder / "ALIFE", folder / name)
             if name != "ALIFE":
                 run(alife_main, ["train", *flags, "--run_dir", str(folder / name), "--base_from", str(folder / "ALIFE"),
                                  *common], not options.verbose)

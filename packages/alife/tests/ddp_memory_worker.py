@@ -25,7 +25,7 @@ def worker(rank: int, port: int, root: str, weights: str, out_dir: str) -> None:
     net.load_state_dict(torch.load(weights, weights_only=True))
     dataset = SegmentationDataset(voc_samples(root, "train_aug"), eval_transform(None))
     memory, stats = extract_memory(net.eval(), dataset, [0, 1, 2], per_class=5, seed=3, batch_size=2)
-    torch.save({"features": memory.features, "samples": stats["samples"]}, os.path.join(out_dir, f"rank{rank}.pt"))
+    torch.save({"features": memory.features, "samples": stats["samples"], "computed": stats["computed"]}, os.path.join(out_dir, f"rank{rank}.pt"))
     dist.destroy_process_group()
 
 

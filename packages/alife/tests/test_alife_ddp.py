@@ -1,5 +1,6 @@
 """Memory extraction under DDP (2 CPU gloo processes): every sample is computed once, on one rank, and gathered,
-so both ranks hold the same memory, equal to the single-process one."""
+so both ranks hold the same memory, equal to the single-process one. The worker calls `alife.stages.extract_memory`,
+the function `alife train --memory` runs in every process (`Run.memory_stages`)."""
 
 import os
 import subprocess
@@ -21,7 +22,7 @@ def test_two_processes_extract_the_single_process_memory(tmp_path):
     net = build_network([4, 2], "resnet18", 8, 16).eval()
     torch.save(net.state_dict(), tmp_path / "net.pt")
     dataset = SegmentationDataset(voc_samples(root, "train_aug"), eval_transform(None))
-    single, _ = extract_memory(net, dataset, [0, 1, 2], per_class=5, seed=3, batch_size=2)
+    single, stats = extract_memory(net, dataset, [0, 1, 2], per_class=5, seed=3, batch_size=2)
 
     script = Path(__file__).with_name("ddp_memory_worker.py")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -30,4 +31,7 @@ def test_two_processes_extract_the_single_process_memory(tmp_path):
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
     assert torch.equal(ranks[0]["features"], ranks[1]["features"])
     assert ranks[0]["samples"] == 15
+    # every draw ran through the network on exactly one process: the shares add up to the single-process count
+    assert stats["computed"] >= 15 and ranks[0]["computed"] + ranks[1]["computed"] == stats["computed"]
+    assert abs(ranks[0]["computed"] - ranks[1]["computed"]) <= 1
     torch.testing.assert_close(ranks[0]["features"], single.features, atol=1e-5, rtol=1e-5)

@@ -239,7 +239,7 @@ class Run:
             rotation = CayleyRotation(memory.num_classes, memory.dim)
             with torch.no_grad():
                 rotation.theta.copy_(stored)
-                memory.rotated(rotation.matrices()).save(rotated)
+            memory.rotated(rotation).save(rotated)
         info.update(memory_bytes=memory.nbytes, image_memory_bytes=self.image_bytes(memory))
         info_file.write_text(json.dumps(info, indent=1))
         print(f"step {step} memory: {memory.num_classes} classes x {memory.per_class} features of {memory.dim} floats = "

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from alife.rotation import rotate
+from alife.rotation import CayleyRotation, rotate
 
 MIN_AREA = 0.005  # a class counts in an image when it covers more than 0.5 % of it (extract_mem.py)
 
@@ -42,9 +42,16 @@ class FeatureMemory:
         """Bytes the memory holds (what ALIFE-M stores instead of images)."""
         return self.features.numel() * self.features.element_size()
 
-    def rotated(self, matrices: torch.Tensor) -> FeatureMemory:
-        """memory_k <- R_k memory_k for every class, without the centring used in training (update_mem.py)."""
-        return FeatureMemory(rotate(self.features, matrices.to(self.features)))
+    def rotated(self, rotation: torch.Tensor | CayleyRotation) -> FeatureMemory:
+        """memory_k <- R_k memory_k for every class, without the centring used in training (update_mem.py): the
+        (K, D, D) matrices in one bmm, or the CayleyRotation in one batched solve over classes."""
+        if isinstance(rotation, torch.Tensor):
+            return FeatureMemory(rotate(self.features, rotation.to(self.features)))
+        with torch.no_grad():
+            features = self.features.to(rotation.theta)
+            if self.per_class > self.dim:  # more samples than dimensions: form R once, then one bmm (fewer flops)
+                return FeatureMemory(rotate(features, rotation.matrices()).to(self.features))
+            return FeatureMemory(rotation(features).to(self.features))
 
     def concat(self, newer: FeatureMemory) -> FeatureMemory:
         """This memory's classes followed by `newer`'s (the previously rotated memory, then the last step's classes)."""

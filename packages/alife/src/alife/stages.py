@@ -37,8 +37,9 @@ def eligible_images(dataset: SegmentationDataset, classes: Sequence[int], min_ar
 
 @torch.no_grad()
 def _means(net: DeepLabV3, dataset: Dataset, plan: list[tuple[int, int]], classes: Sequence[int], batch_size: int,
-           device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(n, D) region means and (n,) validity for this process's share of `plan` (rank r takes entries r, r+W, ...)."""
+           device: torch.device) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """(n, D) region means and (n,) validity of all of `plan`, gathered from every process; each process runs the
+    network on its share only (rank r takes entries r, r+W, ...), whose size is returned third."""
     rank, world = rank_and_world()
     mine = list(range(rank, len(plan), world))
     subset = Subset(dataset, [plan[i][1] for i in mine])
@@ -59,7 +60,7 @@ def _means(net: DeepLabV3, dataset: Dataset, plan: list[tuple[int, int]], classe
     order = torch.tensor(mine, dtype=torch.long, device=device)
     gathered = all_gather_rows(torch.cat([local, ok.float().unsqueeze(1), order.float().unsqueeze(1)], dim=1))
     gathered = gathered[gathered[:, -1].argsort()]
-    return gathered[:, :dim].cpu(), gathered[:, dim].bool().cpu()
+    return gathered[:, :dim].cpu(), gathered[:, dim].bool().cpu(), len(mine)
 
 
 def extract_memory(
@@ -74,21 +75,24 @@ def extract_memory(
     """ALIFE-M memory of `classes` (extract_mem.py): `per_class` draws with replacement among the images where the
     class covers > 0.5 %, one augmented view each (the dataset's transform), the mean decoder feature of the class
     region; draws whose augmented region is too small are redrawn (up to `max_rounds` rounds, then the class's
-    valid entries are repeated). Returns the memory and {"seconds", "samples", "redrawn"}."""
+    valid entries are repeated). Under DDP every draw is computed on one process only and gathered, so every process
+    returns the same memory. Returns the memory and {"seconds", "samples", "redrawn", "computed"} (`computed`: the
+    draws this process ran the network on)."""
     started = time.perf_counter()
     net.eval()
     device = next(net.parameters()).device
     eligible = eligible_images(dataset, classes)
     kept: list[list[torch.Tensor]] = [[] for _ in classes]
     pending = [per_class] * len(classes)
-    redrawn = 0
+    redrawn = computed = 0
     generator_state = torch.get_rng_state()
     torch.manual_seed(seed)  # the augmentation draws: the same views on every process
     for round_index in range(max_rounds):
         if not any(pending):
             break
         plan = sampling_plan(eligible, pending, seed, round_index)
-        means, valid = _means(net, dataset, plan, classes, batch_size, device)
+        means, valid, mine = _means(net, dataset, plan, classes, batch_size, device)
+        computed += mine
         for (k, _), vector, ok in zip(plan, means, valid):
             if ok and pending[k] > 0:
                 kept[k].append(vector)
@@ -104,7 +108,8 @@ def extract_memory(
         stacked = torch.stack(vectors)
         rows.append(stacked[torch.arange(per_class) % len(stacked)])
     memory = FeatureMemory(torch.stack(rows))
-    return memory, {"seconds": time.perf_counter() - started, "samples": per_class * len(classes), "redrawn": redrawn}
+    return memory, {"seconds": time.perf_counter() - started, "samples": per_class * len(classes), "redrawn": redrawn,
+                    "computed": computed}
 
 
 def train_rotations(
@@ -147,7 +152,7 @@ def train_rotations(
             dim = prev.shape[1]
             prev = prev.permute(0, 2, 3, 1).reshape(-1, dim)
             curr = curr.permute(0, 2, 3, 1).reshape(-1, dim)
-            loss, _ = rotation_objective(rotation.matrices(), stored, prev, curr, weight, bias, temperature, lam)
+            loss, _ = rotation_objective(rotation, stored, prev, curr, weight, bias, temperature, lam)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
