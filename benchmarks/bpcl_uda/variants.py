@@ -13,6 +13,9 @@ variant runs the self-training rounds:
 
     uv run --locked python benchmarks/bpcl_uda/variants.py --seeds 0 1 2 3 4 --out runs/bench_bpcl
     uv run --locked python benchmarks/bpcl_uda/variants.py --seeds 0 --tiny      # CI smoke: 1 round, few images
+
+Seeds may be split over several jobs sharing one --out (each seed has its own folder); `--summarise` with all the
+seeds then prints the whole table without training.
 """
 
 from __future__ import annotations
@@ -115,17 +118,21 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--tiny", action="store_true", help="a few images, 1 round: a smoke run for CI")
+    parser.add_argument(
+        "--summarise", action="store_true", help="train nothing: the table of the finished runs in --out"
+    )
     parser.add_argument("extra", nargs="*", help="more arguments for every `bpcl-uda train` call (after --)")
     o = parser.parse_args()
     rounds = 1 if o.tiny else o.rounds
     extra = [*(TINY if o.tiny else []), *o.extra]
     o.out.mkdir(parents=True, exist_ok=True)
     start = time.time()
-    for seed in o.seeds:
+    for seed in [] if o.summarise else o.seeds:
         run_seed(seed, o.out, rounds, extra)
     summary = summarise(o.out, o.seeds, rounds)
-    summary += f"\nwall time {time.time() - start:.0f} s, load average {os.getloadavg()}\n"
-    (o.out / "summary.md").write_text(summary)
+    if not o.summarise:
+        summary += f"\nwall time {time.time() - start:.0f} s, load average {os.getloadavg()}\n"
+    (o.out / f"summary_seeds{'-'.join(map(str, o.seeds))}.md").write_text(summary)
     print(summary)
 
 

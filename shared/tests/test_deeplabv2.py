@@ -25,6 +25,9 @@ def test_small_backbone_frozen_bn_and_groups():
     out = model(torch.randn(2, 3, 32, 48))
     assert out.feature.shape == (2, 512, 4, 6)
     torch.testing.assert_close(model.backbone.bn1.running_mean, before)
+    fresh = DeepLabV2(5, backbone="resnet18", freeze_bn=True)  # frozen before any train() call (Lightning's fit)
+    fresh(torch.randn(2, 3, 32, 48))
+    assert not fresh.backbone.bn1.training and not fresh.backbone.bn1.running_mean.any()
     groups = model.parameter_groups(0.01)
     assert groups[1]["lr"] == 0.1 and len(groups[1]["params"]) == 8
     assert all(p.requires_grad for p in groups[0]["params"])

@@ -81,6 +81,7 @@ class DeepLabV2(nn.Module):
             for module in self.backbone.modules():
                 if isinstance(module, nn.BatchNorm2d):
                     module.requires_grad_(False)
+                    module.eval()  # from the start: Lightning's fit never calls train() on a new module
 
     def train(self, mode: bool = True) -> DeepLabV2:
         super().train(mode)
