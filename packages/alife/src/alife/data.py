@@ -11,27 +11,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import lightning.pytorch as pl
-from torch.utils.data import DataLoader, Dataset
-
-from cvlab_shared.data.cache import build_once, cache_dir
 from cvlab_shared.data.checks import check_folder
-from cvlab_shared.data.incremental import IncrementalTask, LabelIndex, incremental_datasets, select_train, train_label_map
+from cvlab_shared.data.incremental import LabelIndex, incremental_datasets, select_train, train_label_map
+from cvlab_shared.data.incremental_datamodule import IncrementalSegDataModule
 from cvlab_shared.data.seg_transforms import eval_transform, train_transform
 from cvlab_shared.data.segmentation import (
     ADE_LAYOUT, VOC_LAYOUT, LayoutError, SegmentationDataset, SegSample, ade_samples, voc_samples,
 )
-from cvlab_shared.data.synthetic_seg import write_synthetic_ade, write_synthetic_voc
-
-DATASETS = ("voc", "ade")
-SYNTHETIC_ADE_CLASSES = 30
-
-
-def synthetic_root(dataset: str, num_train: int, num_val: int, size: int, seed: int = 0) -> Path:
-    """The synthetic stand-in, written once under `$CVLAB_CACHE/synthetic` (safe under DDP and parallel tests)."""
-    writer = write_synthetic_voc if dataset == "voc" else write_synthetic_ade
-    folder = cache_dir("synthetic") / f"{dataset}_{num_train}_{num_val}_{size}_{seed}"
-    return build_once(folder, lambda tmp: writer(tmp, num_train=num_train, num_val=num_val, size=size, seed=seed))
 
 
 def check_voc_lists(root: Path) -> None:
@@ -48,7 +34,7 @@ def check_voc_lists(root: Path) -> None:
                           "from the first and samples its feature memory from the second: make them agree")
 
 
-class ALIFEDataModule(pl.LightningDataModule):
+class ALIFEDataModule(IncrementalSegDataModule):
     """Training images of step `step` (labels of other steps' classes set to 0) and test images of the seen classes."""
 
     def __init__(
@@ -87,22 +73,8 @@ class ALIFEDataModule(pl.LightningDataModule):
             synthetic_size: synthetic image side.
         """
         super().__init__()
-        if dataset not in DATASETS:
-            raise ValueError(f"dataset must be one of {DATASETS}, got {dataset!r}")
         self.save_hyperparameters()
-        self.dataset, self.data_root, self.setting, self.step = dataset, data_root, setting, step
-        num_classes: int | str = SYNTHETIC_ADE_CLASSES if data_root is None and dataset == "ade" else dataset
-        self.task = IncrementalTask.from_name(task, num_classes)
-        if not 0 <= step < self.task.num_steps:
-            raise ValueError(f"task {task} has steps 0..{self.task.num_steps - 1}, got step {step}")
-        self.train_set: Dataset | None = None
-        self.test_set: Dataset | None = None
-
-    def root(self) -> Path:
-        if self.data_root is not None:
-            return Path(self.data_root)
-        h = self.hparams
-        return synthetic_root(self.dataset, h.synthetic_train, h.synthetic_val, h.synthetic_size)
+        self.init_step(dataset, data_root, task, setting, step)
 
     def check_data(self, stage: str = "fit") -> None:
         """A given `data_root` exists and holds the VOC / ADE layout: the readers run on it (read-only; the CLI and
@@ -112,10 +84,6 @@ class ALIFEDataModule(pl.LightningDataModule):
             return
         check_folder(self.data_root, "--data.data_root", VOC_LAYOUT if self.dataset == "voc" else ADE_LAYOUT)
         self.samples()  # the readers name the missing file or folder and say what they expected
-
-    def prepare_data(self) -> None:
-        if self.data_root is None:
-            self.root()
 
     def samples(self) -> tuple[list[SegSample], list[SegSample]]:
         """(train, val) samples: VOC `list/train_aug.txt` order (checked against ImageSets), val masks from
@@ -147,18 +115,3 @@ class ALIFEDataModule(pl.LightningDataModule):
         chosen = select_train(index.presence, self.task, step, self.setting)
         transform = train_transform(self.hparams.crop_size) if augment else eval_transform(None)
         return SegmentationDataset([train_samples[i] for i in chosen], transform, train_label_map(self.task, step))
-
-    def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
-        h = self.hparams
-        return DataLoader(dataset, batch_size=h.batch_size if train else (h.eval_batch_size or h.batch_size),
-                          shuffle=train, drop_last=train, num_workers=h.num_workers,
-                          persistent_workers=h.num_workers > 0)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, train=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, train=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, train=False)

@@ -6,34 +6,10 @@ real on-disk layout, so every code path used on the real datasets runs on CPU in
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
-import lightning.pytorch as pl
-from torch.utils.data import DataLoader, Dataset
-
 from cvlab_shared.data.incremental import IncrementalTask, LabelIndex, class_balanced_memory, incremental_datasets, select_train
-from cvlab_shared.data.samplers import UnpaddedShardSampler
+from cvlab_shared.data.incremental_datamodule import IncrementalSegDataModule
 from cvlab_shared.data.seg_transforms import eval_transform, train_transform
 from cvlab_shared.data.segmentation import SegSample, ade_samples, voc_samples
-from cvlab_shared.data.synthetic_seg import write_synthetic_ade, write_synthetic_voc
-from cvlab_shared.distributed import rank_and_world
-
-DATASETS = ("voc", "ade")
-SYNTHETIC_ADE_CLASSES = 30
-
-
-def synthetic_root(dataset: str, num_train: int, num_val: int, size: int, seed: int = 0) -> Path:
-    """Write the synthetic stand-in once under `$CVLAB_CACHE/synthetic` (or ~/.cache/cvlab) and return its folder."""
-    cache = Path(os.environ.get("CVLAB_CACHE", Path.home() / ".cache" / "cvlab")) / "synthetic"
-    folder = cache / f"{dataset}_{num_train}_{num_val}_{size}_{seed}"
-    done = folder / "done"
-    if not done.exists():
-        print(f"writing synthetic {dataset.upper()}-layout data to {folder}", flush=True)
-        writer = write_synthetic_voc if dataset == "voc" else write_synthetic_ade
-        writer(folder, num_train=num_train, num_val=num_val, size=size, seed=seed)
-        done.touch()
-    return folder
 
 
 def memory_indices(
@@ -57,7 +33,7 @@ def memory_indices(
     return [images[i] for i in picked]
 
 
-class DKDDataModule(pl.LightningDataModule):
+class DKDDataModule(IncrementalSegDataModule):
     """Training images of step `step` (labels of other steps' classes set to 0) and test images of the classes seen."""
 
     def __init__(
@@ -101,35 +77,14 @@ class DKDDataModule(pl.LightningDataModule):
                 file, named, before any model is built).
         """
         super().__init__()
-        if dataset not in DATASETS:
-            raise ValueError(f"dataset must be one of {DATASETS}, got {dataset!r}")
         self.save_hyperparameters()
-        self.dataset, self.data_root, self.setting, self.step = dataset, data_root, setting, step
-        if data_root is None and dataset == "ade":
-            num_classes: int | str = SYNTHETIC_ADE_CLASSES
-        else:
-            num_classes = dataset
-        self.task = IncrementalTask.from_name(task, num_classes)
-        if not 0 <= step < self.task.num_steps:
-            raise ValueError(f"task {task} has steps 0..{self.task.num_steps - 1}, got step {step}")
+        self.init_step(dataset, data_root, task, setting, step)
         self.test_fill = test_fill if test_fill is not None else (0 if dataset == "voc" else 255)
-        self.train_set: Dataset | None = None
-        self.test_set: Dataset | None = None
         self.memory: list[int] = []
-
-    def _root(self) -> Path:
-        if self.data_root is not None:
-            return Path(self.data_root)
-        h = self.hparams
-        return synthetic_root(self.dataset, h.synthetic_train, h.synthetic_val, h.synthetic_size)
-
-    def prepare_data(self) -> None:
-        if self.data_root is None:
-            self._root()
 
     def samples(self) -> tuple[list[SegSample], list[SegSample]]:
         """(train, val) samples of the dataset in its official lists."""
-        root = self._root()
+        root = self.root()
         if self.dataset == "voc":
             return voc_samples(root, "train_aug"), voc_samples(root, "val")
         return ade_samples(root, "training"), ade_samples(root, "validation")
@@ -156,27 +111,3 @@ class DKDDataModule(pl.LightningDataModule):
             f"{len(self.train_set)} training images ({len(self.memory)} from memory), {len(self.test_set)} test images",
             flush=True,
         )
-
-    def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
-        """Training: shuffled (Lightning shards it under DDP). Evaluation: the core's unpadded shard sampler, so under
-        DDP every test image is counted exactly once (torch's DistributedSampler would repeat images to even out)."""
-        h = self.hparams
-        rank, world = rank_and_world()
-        return DataLoader(
-            dataset,
-            batch_size=h.batch_size if train else (h.eval_batch_size or h.batch_size),
-            shuffle=train,
-            sampler=None if train else UnpaddedShardSampler(dataset, num_replicas=world, rank=rank),
-            drop_last=train,
-            num_workers=h.num_workers,
-            persistent_workers=h.num_workers > 0,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, train=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, train=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, train=False)
