@@ -33,3 +33,18 @@ def test_val_masks_and_step_labels(voc):
     earlier = data.step_train_set(0, augment=False)
     for index in range(len(earlier)):
         assert set(earlier.load_mask(index).ravel().tolist()) <= {0, 255, *range(1, 16)}
+
+
+def test_evaluation_is_sharded_without_padding_across_processes(voc):
+    """Under DDP each process evaluates its own share of the test images and the shares add up to the test set once
+    (the core's unpadded shard sampler; torch's DistributedSampler would repeat images)."""
+    from unittest import mock
+
+    data = ALIFEDataModule("voc", str(voc), "15-5", step=1, crop_size=32, eval_crop_size=None, batch_size=2,
+                           num_workers=0)
+    data.setup()
+    shares = []
+    for rank in (0, 1):
+        with mock.patch("cvlab_shared.data.incremental_datamodule.rank_and_world", return_value=(rank, 2)):
+            shares.append(list(iter(data.test_dataloader().sampler)))
+    assert sorted(shares[0] + shares[1]) == list(range(len(data.test_set)))
