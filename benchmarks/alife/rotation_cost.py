@@ -11,7 +11,7 @@ memories of 50 and 500 samples per class).
 - memory update: the whole (K, M, D) memory rotated in one batched call (`FeatureMemory.rotated(rotation)`: the
   solve when M <= D, else all R_k from one batched solve and one bmm) vs per class R_k then one product.
 
-    /work/wt/slot --both uv run --locked python benchmarks/alife/rotation_cost.py
+    uv run --locked python benchmarks/alife/rotation_cost.py    # on an otherwise idle machine
 """
 
 from __future__ import annotations
