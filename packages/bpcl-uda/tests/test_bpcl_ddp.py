@@ -2,6 +2,7 @@
 different data, and equal to one process seeing the whole batch; real adaptation steps of the LightningModule under
 Lightning DDP leave prototypes and weights identical on both ranks."""
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -11,8 +12,17 @@ import torch
 
 from bpcl_uda import PrototypeMemory
 
-sys.path.insert(0, str(Path(__file__).parent))
-from ddp_memory_worker import batch, step  # noqa: E402
+def _sibling(name: str):
+    """Import this folder's `name.py` under a package-specific module name (every package's tests folder has its own
+    worker scripts with the same file names, and one pytest process runs them all)."""
+    spec = importlib.util.spec_from_file_location(f"{__name__}_{name}", Path(__file__).with_name(f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_memory_worker = _sibling("ddp_memory_worker")
+batch, step = _memory_worker.batch, _memory_worker.step
 
 
 def test_memory_identical_on_two_processes_and_equal_to_one(tmp_path):
@@ -36,7 +46,8 @@ def test_adaptation_steps_under_ddp_keep_prototypes_and_weights_identical_on_bot
     """Two real BPCLModule adaptation steps (Lightning DDP, 2 CPU processes, gloo), each rank on its own half of the
     data: the memory (source/target prototypes, calibration bias, seen flags) and the network weights are identical
     on both ranks, and the steps did change them."""
-    from ddp_fit_worker import STEPS, prepare
+    fit_worker = _sibling("ddp_fit_worker")
+    STEPS, prepare = fit_worker.STEPS, fit_worker.prepare
 
     monkeypatch.setenv("CVLAB_CACHE", str(tmp_path / "cache"))  # the synthetic pair, for prepare() and the workers
     prepare(tmp_path)

@@ -3,6 +3,7 @@ the gathered evaluation (every test tracklet once) equals a single-process evalu
 `stmn train` command itself runs under DDP."""
 
 import csv
+import importlib.util
 import json
 import os
 import subprocess
@@ -15,8 +16,16 @@ import torch
 
 from stmn import STMN
 
-sys.path.insert(0, str(Path(__file__).parent))
-from ddp_fit_worker import tiny  # noqa: E402
+def _sibling(name: str):
+    """Import this folder's `name.py` under a package-specific module name (every package's tests folder has its own
+    worker scripts with the same file names, and one pytest process runs them all)."""
+    spec = importlib.util.spec_from_file_location(f"{__name__}_{name}", Path(__file__).with_name(f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+tiny = _sibling("ddp_fit_worker").tiny
 
 
 @pytest.mark.slow

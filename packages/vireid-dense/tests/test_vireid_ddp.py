@@ -2,6 +2,7 @@
 single-process evaluation of those weights (features sharded then gathered), and the two ranks' training batches
 are the single-process sampler's batches dealt out in turn."""
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -22,13 +23,10 @@ def test_ddp_two_processes(tmp_path):
     assert a["results"] == b["results"] and a["results"]["all_mAP"] > 0
 
     os.environ["CVLAB_CACHE"] = str(tmp_path / "cache")
-    try:
-        sys.path.insert(0, str(script.parent))
-        from ddp_worker import tiny
-
-        model, data = tiny(tmp_path)
-    finally:
-        sys.path.remove(str(script.parent))
+    spec = importlib.util.spec_from_file_location("vireid_ddp_worker", script)  # unique name: other packages
+    worker = importlib.util.module_from_spec(spec)  # have a ddp_worker.py too, and one pytest runs them all
+    spec.loader.exec_module(worker)
+    model, data = worker.tiny(tmp_path)
     data.setup("test")
     # single process: the same weights, every test image, the same protocol
     from vireid_dense.models import TwoStreamNet
