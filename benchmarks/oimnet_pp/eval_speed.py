@@ -16,27 +16,11 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from dataclasses import dataclass
 
 import numpy as np
 
+from cvlab_shared.data.person_search import QueryRecord, SceneRecord
 from cvlab_shared.metrics.person_search import TOPK, average_precision, evaluate_search, relaxed_iou_threshold
-
-
-@dataclass
-class Scene:
-    name: str
-    cam: int
-    boxes: np.ndarray
-    pids: np.ndarray
-
-
-@dataclass
-class Query:
-    name: str
-    cam: int
-    box: np.ndarray
-    pid: int
 
 
 def make_set(frames: int, queries: int, boxes: int, dim: int, seed: int):
@@ -52,7 +36,7 @@ def make_set(frames: int, queries: int, boxes: int, dim: int, seed: int):
         w = rng.uniform(15, 120, n)
         gt = np.c_[x1, y1, x1 + w, y1 + 2.5 * w].astype(np.int32)
         pids = np.where(rng.random(n) < 0.6, rng.integers(1, n_ids + 1, n), 5555)
-        gallery.append(Scene(f"c{cam}s1_{f:06d}.jpg", cam, gt, pids))
+        gallery.append(SceneRecord("", f"c{cam}s1_{f:06d}.jpg", cam, gt, pids))
         keep = rng.random(n) < 0.9  # the detector misses 10 %
         jitter = gt[keep] + rng.normal(0, 3, (int(keep.sum()), 4))
         fp = np.c_[rng.uniform(0, 1800, 3), rng.uniform(0, 900, 3), np.zeros((3, 2))]
@@ -71,7 +55,7 @@ def make_set(frames: int, queries: int, boxes: int, dim: int, seed: int):
     for pid in sorted(p for p, where in by_pid.items() if len(where) >= 2)[:queries]:
         s = gallery[by_pid[pid][0]]
         k = int(np.flatnonzero(s.pids == pid)[0])
-        qs.append(Query(s.name, s.cam, s.boxes[k], pid))
+        qs.append(QueryRecord("", s.name, s.cam, s.boxes[k], pid))
         f = codes[pid] + rng.normal(0, 1.5, dim)
         qf.append(f / np.linalg.norm(f))
     # float64 features: float32 similarities from a block matmul and from per-frame dot products round differently,

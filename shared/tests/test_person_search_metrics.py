@@ -1,10 +1,10 @@
 """Person-search evaluation: parity with the official eval_func.py on the golden synthetic gallery, and edge cases."""
 
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
 
+from cvlab_shared.data.person_search import QueryRecord, SceneRecord
 from cvlab_shared.metrics.person_search import (
     average_precision,
     evaluate_detection,
@@ -14,31 +14,15 @@ from cvlab_shared.metrics.person_search import (
 from cvlab_shared.reference import load_golden
 
 
-@dataclass
-class Scene:
-    name: str
-    cam: int
-    boxes: np.ndarray
-    pids: np.ndarray
-
-
-@dataclass
-class Query:
-    name: str
-    cam: int
-    box: np.ndarray
-    pid: int
-
-
 @pytest.fixture(scope="module")
 def golden():
     g = load_golden("person_search")["eval_synthetic"]
     gallery = [
-        Scene(s["img_name"], s["cam_id"], np.array(s["gt_boxes_xyxy"]), np.array(s["gt_pids"])) for s in g["gallery"]
+        SceneRecord("", s["img_name"], s["cam_id"], np.array(s["gt_boxes_xyxy"]), np.array(s["gt_pids"])) for s in g["gallery"]
     ]
     dets = [np.array([d["box_score"] for d in s["detections"]]) for s in g["gallery"]]
     feats = [np.array([d["feature"] for d in s["detections"]]) for s in g["gallery"]]
-    queries = [Query(q["img_name"], q["cam_id"], np.array(q["box_xyxy"]), q["pid"]) for q in g["queries"]]
+    queries = [QueryRecord("", q["img_name"], q["cam_id"], np.array(q["box_xyxy"]), q["pid"]) for q in g["queries"]]
     qfeats = np.array([q["query_box_feature"] for q in g["queries"]])
     return g, gallery, dets, feats, queries, qfeats
 
@@ -110,10 +94,10 @@ def test_relaxed_threshold_for_small_boxes():
 
 
 def test_repeated_protocol_image_counts_its_gt_twice_but_detections_once():
-    gallery = [Scene("a", 1, np.array([[0, 0, 40, 100]]), np.array([1]))]
+    gallery = [SceneRecord("", "a", 1, np.array([[0, 0, 40, 100]]), np.array([1]))]
     dets = [np.array([[0, 0, 40, 100, 0.9]])]
     feats = [np.array([[1.0, 0.0]])]
-    queries = [Query("q", 2, np.array([0, 0, 40, 100]), 1)]
+    queries = [QueryRecord("", "q", 2, np.array([0, 0, 40, 100]), 1)]
     box = np.array([0, 0, 40, 100])
     once = evaluate_search(gallery, dets, feats, queries, np.array([[1.0, 0.0]]), protocol=[[("a", box)]])
     twice = evaluate_search(gallery, dets, feats, queries, np.array([[1.0, 0.0]]), protocol=[[("a", box), ("a", box)]])
@@ -121,13 +105,13 @@ def test_repeated_protocol_image_counts_its_gt_twice_but_detections_once():
 
 
 def test_protocol_naming_an_unknown_gallery_image_is_an_error():
-    gallery = [Scene("a", 1, np.array([[0, 0, 40, 100]]), np.array([1]))]
+    gallery = [SceneRecord("", "a", 1, np.array([[0, 0, 40, 100]]), np.array([1]))]
     with pytest.raises(ValueError, match="'b', not in the gallery"):
         evaluate_search(
             gallery,
             [np.zeros((0, 5))],
             [np.zeros((0, 2))],
-            [Query("q", 1, np.zeros(4), 1)],
+            [QueryRecord("", "q", 1, np.zeros(4), 1)],
             np.ones((1, 2)),
             protocol=[[("b", None)]],
         )
