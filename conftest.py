@@ -1,4 +1,5 @@
-"""Workspace-wide pytest options: `--gpu` runs the tests marked `gpu` (they need a CUDA device)."""
+"""Workspace-wide pytest options and fixtures: `--gpu` runs the tests marked `gpu` (they need a CUDA device);
+`cache` runs a test in its own folder with its own synthetic-data cache."""
 
 import pytest
 
@@ -14,3 +15,11 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture()
+def cache(tmp_path, monkeypatch):
+    """The test's own working folder and `$CVLAB_CACHE` inside it (a CLI run writes nothing elsewhere)."""
+    monkeypatch.setenv("CVLAB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path

@@ -23,13 +23,6 @@ TINY = [
 ]
 
 
-@pytest.fixture()
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("CVLAB_CACHE", str(tmp_path / "cache"))
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
 @pytest.mark.slow
 def test_alife_m_all_stages_rerun_and_test(cache, capsys):
     run = cache / "run"

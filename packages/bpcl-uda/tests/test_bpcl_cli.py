@@ -26,13 +26,6 @@ TINY = [
 ]
 
 
-@pytest.fixture()
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("CVLAB_CACHE", str(tmp_path / "cache"))
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
 @pytest.mark.slow
 def test_train_rounds_table_plot_rerun_and_test(cache, capsys):
     run = cache / "run"

@@ -25,13 +25,6 @@ TINY = [
 ]
 
 
-@pytest.fixture()
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("CVLAB_CACHE", str(tmp_path / "cache"))
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
 @pytest.mark.slow
 def test_train_all_steps_then_rerun_one_and_test(cache, capsys):
     run = cache / "run"
